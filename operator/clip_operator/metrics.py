@@ -1,0 +1,126 @@
+"""Prometheus metrics of the operator.
+
+The first three keep the names and meaning of the seed app's metrics so existing
+dashboards and alerts carry over. Gauges that describe the cluster (in-flight Jobs,
+queue depth, oldest in-flight age) are recomputed from the cluster by the operator-wide
+loop, so they are right after an operator restart instead of drifting like counters.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+# Seed buckets (0.5..30 s) extended upwards: real videos take minutes.
+LATENCY_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+RECONCILE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+PHASE_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+
+JOBS_QUEUED_TOTAL = Counter(
+    "clip_jobs_queued",
+    "Jobs accepted via ClipJob creation (ClipJobs the operator accepted for processing).",
+)
+JOBS_INFLIGHT = Gauge(
+    "clip_jobs_inflight",
+    "Kubernetes Jobs of ClipJobs running now (derived from the cluster).",
+)
+JOB_LATENCY = Histogram(
+    "clip_job_latency_seconds",
+    "Time from ClipJob creation to its terminal phase, by outcome (done|error).",
+    ["status"],
+    buckets=LATENCY_BUCKETS,
+)
+RECONCILE_TOTAL = Counter(
+    "clip_operator_reconcile",
+    "Handler invocations by handler and result (success, error, retry, permanent).",
+    ["handler", "result"],
+)
+RECONCILE_DURATION = Histogram(
+    "clip_operator_reconcile_duration_seconds",
+    "Handler run time by handler.",
+    ["handler"],
+    buckets=RECONCILE_BUCKETS,
+)
+RECONCILE_ERRORS = Counter(
+    "clip_operator_reconcile_errors",
+    "Handler invocations that raised, by handler and exception type.",
+    ["handler", "error"],
+)
+QUEUE_DEPTH = Gauge(
+    "clip_jobs_queue_depth",
+    "ClipJobs in phase Queued waiting for an in-flight slot.",
+)
+OLDEST_INFLIGHT_AGE = Gauge(
+    "clip_jobs_oldest_inflight_age_seconds",
+    "Age of the oldest Job in flight (0 when none).",
+)
+WORKER_PHASE_SECONDS = Histogram(
+    "clip_worker_phase_seconds",
+    "Worker phase durations from the termination message (download, encode, upload, total).",
+    ["phase"],
+    buckets=PHASE_BUCKETS,
+)
+WORKER_BYTES_TOTAL = Counter(
+    "clip_worker_bytes",
+    "Bytes the workers fetched from sources and uploaded to S3.",
+    ["direction"],
+)
+
+RESULTS = ("success", "error", "retry", "permanent")
+
+_server_lock = threading.Lock()
+_server_port: int | None = None
+
+
+def start_metrics_server(port: int, addr: str = "0.0.0.0") -> bool:
+    """Serve /metrics once per process; later calls are no-ops. Returns True if started."""
+    global _server_port
+    with _server_lock:
+        if _server_port is not None or port <= 0:
+            return False
+        start_http_server(port, addr=addr)
+        _server_port = port
+        return True
+
+
+@contextmanager
+def observe_reconcile(handler: str) -> Iterator[None]:
+    """Time a handler and count its result; kopf's retry/permanent errors keep their kind."""
+    import kopf  # local: keeps this module importable without kopf for lint tools
+
+    started = time.monotonic()
+    try:
+        yield
+    except kopf.PermanentError:
+        RECONCILE_TOTAL.labels(handler, "permanent").inc()
+        RECONCILE_ERRORS.labels(handler, "PermanentError").inc()
+        raise
+    except kopf.TemporaryError:
+        RECONCILE_TOTAL.labels(handler, "retry").inc()
+        raise
+    except Exception as exc:
+        RECONCILE_TOTAL.labels(handler, "error").inc()
+        RECONCILE_ERRORS.labels(handler, type(exc).__name__).inc()
+        raise
+    else:
+        RECONCILE_TOTAL.labels(handler, "success").inc()
+    finally:
+        RECONCILE_DURATION.labels(handler).observe(time.monotonic() - started)
+
+
+def record_worker_result(result: dict[str, object]) -> None:
+    """Feed phase timings and byte counts from a worker's termination JSON."""
+    timings = result.get("timings")
+    if isinstance(timings, dict):
+        for phase in ("download", "encode", "upload", "total"):
+            value = timings.get(f"{phase}Seconds")
+            if isinstance(value, int | float) and value >= 0:
+                WORKER_PHASE_SECONDS.labels(phase).observe(float(value))
+    for key, direction in (("bytesFetched", "fetched"), ("sizeBytes", "uploaded")):
+        value = result.get(key)
+        if isinstance(value, int) and value >= 0:
+            WORKER_BYTES_TOTAL.labels(direction).inc(value)

@@ -1,0 +1,1 @@
+"""Pytest plugin: cluster fixtures (filled in by its owner)."""

@@ -1,0 +1,1 @@
+"""Pytest plugin: media fixtures (filled in by its owner)."""

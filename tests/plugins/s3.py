@@ -1,0 +1,1 @@
+"""Pytest plugin: s3 fixtures (filled in by its owner)."""
