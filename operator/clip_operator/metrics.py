@@ -71,6 +71,29 @@ WORKER_BYTES_TOTAL = Counter(
 )
 
 RESULTS = ("success", "error", "retry", "permanent")
+HANDLERS = ("create", "job_event", "pod_event", "delete", "loop")
+WORKER_PHASES = ("download", "encode", "upload", "total")
+
+
+def _initialise_series() -> None:
+    """Create every known label combination at 0.
+
+    A labelled series only appears once touched, so without this an error ratio or an
+    error-rate panel has no data (instead of 0) until the first error happens.
+    """
+    for status in ("done", "error"):
+        JOB_LATENCY.labels(status)
+    for handler in HANDLERS:
+        RECONCILE_DURATION.labels(handler)
+        for result in RESULTS:
+            RECONCILE_TOTAL.labels(handler, result)
+    for phase in WORKER_PHASES:
+        WORKER_PHASE_SECONDS.labels(phase)
+    for direction in ("fetched", "uploaded"):
+        WORKER_BYTES_TOTAL.labels(direction)
+
+
+_initialise_series()
 
 _server_lock = threading.Lock()
 _server_port: int | None = None
@@ -85,6 +108,12 @@ def start_metrics_server(port: int, addr: str = "0.0.0.0") -> bool:
         start_http_server(port, addr=addr)
         _server_port = port
         return True
+
+
+def metrics_server_port() -> int | None:
+    """The port /metrics is served on in this process, or None before it is started."""
+    with _server_lock:
+        return _server_port
 
 
 @contextmanager
@@ -116,11 +145,12 @@ def record_worker_result(result: dict[str, object]) -> None:
     """Feed phase timings and byte counts from a worker's termination JSON."""
     timings = result.get("timings")
     if isinstance(timings, dict):
-        for phase in ("download", "encode", "upload", "total"):
+        for phase in WORKER_PHASES:
             value = timings.get(f"{phase}Seconds")
-            if isinstance(value, int | float) and value >= 0:
+            # bool is an int subclass: a stray `true` must not count as 1 s or 1 byte.
+            if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
                 WORKER_PHASE_SECONDS.labels(phase).observe(float(value))
     for key, direction in (("bytesFetched", "fetched"), ("sizeBytes", "uploaded")):
         value = result.get(key)
-        if isinstance(value, int) and value >= 0:
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
             WORKER_BYTES_TOTAL.labels(direction).inc(value)
