@@ -203,6 +203,19 @@ def test_panel_ids_unique_and_layout_without_overlap(name: str) -> None:
         boxes.append((panel["title"], g))
 
 
+@pytest.mark.parametrize("name", sorted(UIDS))
+def test_shared_metric_names_are_scoped_to_the_operator_job(name: str) -> None:
+    """Every target exposes process_* and has an `up`: without the job they mix."""
+    dashboard = load(name)
+    job = variables(dashboard)["job"]
+    assert job["query"]["query"].startswith("label_values(clip_")
+    # An "All" of ".+" would match every target in Prometheus, not the operator's jobs.
+    assert job.get("allValue") in (None, ""), "leave allValue unset: All = the listed jobs"
+    for panel, target in targets(dashboard):
+        for m in re.finditer(r"\b(process_\w+|up)\b(\{[^}]*\})?", target["expr"]):
+            assert m.group(2) and 'job=~"$job"' in m.group(2), f"{panel['title']}: {m.group(0)}"
+
+
 def by_title(dashboard: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {p["title"]: p for p in panels(dashboard)}
 
