@@ -1,0 +1,217 @@
+"""Pure builders: ClipJob + operator config -> Kubernetes Job manifest.
+
+No API calls here; tests/unit/test_builders.py compares the output with golden files.
+The manifest follows the operator <-> worker contract in job-image/README.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from .config import OperatorConfig
+from .models import GROUP, KIND, VERSION, ClipJobSpec, OutputFormat
+from .timeparse import format_seconds
+
+MANAGED_BY = "clip-operator"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_CLIPJOB = "mememaker.io/clipjob"
+LABEL_CLIPJOB_UID = "mememaker.io/clipjob-uid"
+SCRATCH_DIR = "/scratch"
+TERMINATION_LOG = "/dev/termination-log"
+
+# Worker exit codes that can never succeed on retry (job-image/README.md).
+PERMANENT_EXIT_CODES = [2, 3]
+
+EXTENSIONS = {
+    OutputFormat.MP4: "mp4",
+    OutputFormat.WEBM: "webm",
+    OutputFormat.GIF: "gif",
+    OutputFormat.MP3: "mp3",
+}
+
+
+@dataclass(frozen=True)
+class ClipJobRef:
+    """Identity of a ClipJob: what the builders need besides the spec."""
+
+    name: str
+    namespace: str
+    uid: str
+
+
+def job_name(ref: ClipJobRef) -> str:
+    """Deterministic, DNS-1123 and <= 63 chars: the same ClipJob always maps to one Job."""
+    digest = hashlib.sha256(ref.uid.encode()).hexdigest()[:6]
+    prefix = ref.name[:46].rstrip("-.")
+    return f"{prefix}-clip-{digest}"
+
+
+def object_key(ref: ClipJobRef, spec: ClipJobSpec) -> str:
+    """S3 key of the clip: unique per ClipJob (uid), readable (namespace/name)."""
+    return f"{ref.namespace}/{ref.name}-{ref.uid[:8]}.{EXTENSIONS[spec.output.format]}"
+
+
+def download_filename(ref: ClipJobRef, spec: ClipJobSpec) -> str:
+    return f"{ref.name}.{EXTENSIONS[spec.output.format]}"
+
+
+def owner_reference(ref: ClipJobRef) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": KIND,
+        "name": ref.name,
+        "uid": ref.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def resolve_bucket(spec: ClipJobSpec, config: OperatorConfig) -> str | None:
+    if spec.storage and spec.storage.bucket:
+        return spec.storage.bucket
+    return config.s3_bucket
+
+
+def _env(spec: ClipJobSpec, ref: ClipJobRef, config: OperatorConfig) -> list[dict[str, Any]]:
+    storage = spec.storage
+    bucket = resolve_bucket(spec, config)
+    endpoint = (storage.endpoint if storage else None) or config.s3_endpoint
+    region = (storage.region if storage else None) or config.s3_region
+    plain: list[tuple[str, str | None]] = [
+        ("CLIP_SOURCE_URL", spec.source.url),
+        ("CLIP_SOURCE_FORMAT", spec.source.format),
+        ("CLIP_START", format_seconds(spec.start_seconds)),
+        ("CLIP_END", format_seconds(spec.end_seconds)),
+        ("CLIP_OUTPUT_FORMAT", spec.output.format.value),
+        ("CLIP_MODE", spec.output.mode.value),
+        ("CLIP_MAX_HEIGHT", str(spec.output.max_height) if spec.output.max_height else None),
+        ("CLIP_MAX_CLIP_SECONDS", str(config.max_clip_seconds)),
+        ("CLIP_MAX_OUTPUT_BYTES", str(config.max_output_bytes)),
+        ("CLIP_NETWORK_TIMEOUT_SECONDS", str(config.network_timeout_seconds)),
+        ("CLIP_ALLOW_PRIVATE_NETWORKS", ",".join(config.allow_private_networks) or None),
+        ("CLIP_WORK_DIR", SCRATCH_DIR),
+        ("CLIP_TERMINATION_LOG", TERMINATION_LOG),
+        ("CLIP_OUTPUT_FILENAME", download_filename(ref, spec)),
+        ("CLIP_S3_BUCKET", bucket),
+        ("CLIP_S3_KEY", object_key(ref, spec)),
+        ("CLIP_S3_ENDPOINT", endpoint),
+        ("CLIP_S3_REGION", region),
+        ("HOME", SCRATCH_DIR),  # yt-dlp wants a writable cache dir; the root fs is read-only
+    ]
+    env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in plain if v is not None]
+    secret = storage.secret_ref.name if storage and storage.secret_ref else None
+    # Tenant Secrets must exist (a typo should fail loudly); the default one is optional so
+    # clusters using workload identity need none.
+    optional = secret is None
+    secret = secret or config.s3_credentials_secret
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        env.append(
+            {
+                "name": key,
+                "valueFrom": {
+                    "secretKeyRef": {
+                        "name": secret,
+                        "key": key,
+                        "optional": optional or key == "AWS_SESSION_TOKEN",
+                    }
+                },
+            }
+        )
+    return env
+
+
+def build_job(ref: ClipJobRef, spec: ClipJobSpec, config: OperatorConfig) -> dict[str, Any]:
+    """The Job that makes one clip. Pure: same inputs, same manifest."""
+    name = job_name(ref)
+    labels = {
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_CLIPJOB: ref.name[:63].rstrip("-._"),
+        LABEL_CLIPJOB_UID: ref.uid,
+        "app.kubernetes.io/name": "clip-worker",
+        "app.kubernetes.io/component": "clip",
+    }
+    deadline = spec.deadline_seconds or config.default_deadline_seconds
+    retries = spec.retries if spec.retries is not None else config.default_retries
+    container = {
+        "name": "clip",
+        "image": config.job_image,
+        "imagePullPolicy": config.job_image_pull_policy,
+        "env": _env(spec, ref, config),
+        "resources": {
+            "requests": {
+                "cpu": config.job_cpu_request,
+                "memory": config.job_memory_request,
+                "ephemeral-storage": "64Mi",
+            },
+            "limits": {
+                "cpu": config.job_cpu_limit,
+                "memory": config.job_memory_limit,
+                "ephemeral-storage": config.job_scratch_size,
+            },
+        },
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": [{"name": "scratch", "mountPath": SCRATCH_DIR}],
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": ref.namespace,
+            "labels": labels,
+            "annotations": {"mememaker.io/clipjob-uid": ref.uid},
+            "ownerReferences": [owner_reference(ref)],
+        },
+        "spec": {
+            "backoffLimit": retries,
+            "activeDeadlineSeconds": deadline,
+            "ttlSecondsAfterFinished": config.ttl_seconds_after_finished,
+            "completions": 1,
+            "parallelism": 1,
+            "podFailurePolicy": {
+                "rules": [
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {
+                            "containerName": "clip",
+                            "operator": "In",
+                            "values": PERMANENT_EXIT_CODES,
+                        },
+                    },
+                    {
+                        "action": "Ignore",
+                        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+                    },
+                ]
+            },
+            "template": {
+                "metadata": {"labels": dict(labels)},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": 65532,
+                        "runAsGroup": 65532,
+                        "fsGroup": 65532,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [container],
+                    "volumes": [
+                        {"name": "scratch", "emptyDir": {"sizeLimit": config.job_scratch_size}}
+                    ],
+                },
+            },
+        },
+    }

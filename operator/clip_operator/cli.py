@@ -1,0 +1,136 @@
+"""`clip-operator`: run the operator (kopf with our handlers) or check its settings."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from importlib.metadata import PackageNotFoundError, version
+
+from .config import ENV_PREFIX, ConfigError, OperatorConfig, load_config
+
+
+def _version() -> str:
+    try:
+        return version("clip-operator")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="clip-operator",
+        description=(
+            "Kubernetes operator that turns ClipJob resources into Jobs that cut video clips "
+            f"and upload them to S3. Settings come from {ENV_PREFIX}* environment variables "
+            "(see README: Configuration)."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"clip-operator {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the operator against the current cluster")
+    run.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=None,
+        help=f"watch only this namespace (repeatable; default: {ENV_PREFIX}NAMESPACES or all)",
+    )
+    run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    run.add_argument(
+        "--liveness",
+        default=None,
+        help="liveness endpoint, e.g. http://0.0.0.0:8081/healthz "
+        f"(default: port {ENV_PREFIX}HEALTH_PORT)",
+    )
+    sub.add_parser("check-config", help="validate the settings and print them")
+    return parser
+
+
+def _fail(message: str) -> int:
+    print(f"clip-operator: error: {message}", file=sys.stderr)
+    return 1
+
+
+def check_cluster() -> str | None:
+    """One-line reason why the Kubernetes API or the ClipJob CRD is unusable, or None."""
+    from kubernetes import client, config
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        try:
+            config.load_incluster_config()
+        except config.ConfigException:
+            config.load_kube_config()
+    except Exception as exc:
+        return f"no Kubernetes credentials ({exc}); set KUBECONFIG or run in a Pod"
+    api = client.ApiClient()
+    host = api.configuration.host
+    try:
+        client.VersionApi(api).get_code(_request_timeout=5)
+    except ApiException as exc:
+        if exc.status not in (401, 403):
+            return f"the Kubernetes API at {host} answered {exc.status} {exc.reason}"
+    except Exception as exc:
+        reason = str(getattr(exc, "reason", None) or exc).splitlines()[0][:200]
+        return f"cannot reach the Kubernetes API at {host}: {reason}"
+    try:
+        client.ApiextensionsV1Api(api).read_custom_resource_definition(
+            "clipjobs.mememaker.io", _request_timeout=10
+        )
+    except ApiException as exc:
+        if exc.status == 404:
+            return "the ClipJob CRD is not installed: kubectl apply -f crds/clipjob.yaml"
+        if exc.status != 403:  # a namespaced install may not read CRDs: not fatal
+            return f"reading the ClipJob CRD failed: {exc.status} {exc.reason}"
+    return None
+
+
+def run(config: OperatorConfig, liveness: str | None, verbose: bool) -> int:
+    import kopf
+
+    from . import handlers  # noqa: F401  (registers the handlers)
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    problem = check_cluster()
+    if problem:
+        return _fail(problem)
+    memo = kopf.Memo(config=config)
+    endpoint = liveness or (
+        f"http://0.0.0.0:{config.health_port}/healthz" if config.health_port else None
+    )
+    try:
+        asyncio.run(
+            kopf.operator(
+                standalone=True,
+                clusterwide=not config.namespaces,
+                namespaces=config.namespaces,
+                liveness_endpoint=endpoint,
+                memo=memo,
+            )
+        )
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = load_config()
+    except ConfigError as exc:
+        return _fail(str(exc))
+    if args.command == "check-config":
+        print(config.model_dump_json(indent=2))
+        return 0
+    if args.namespace:
+        config = config.model_copy(update={"namespaces": args.namespace})
+    return run(config, args.liveness, args.verbose)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

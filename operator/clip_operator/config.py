@@ -1,0 +1,117 @@
+"""Operator configuration from environment variables prefixed CLIP_OPERATOR_.
+
+Validated once at start; a bad value stops the operator with one line naming the
+variable, the value and what is expected.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .models import MAX_CLIP_SECONDS, MAX_URL_EXPIRES_SECONDS
+
+ENV_PREFIX = "CLIP_OPERATOR_"
+QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$"
+
+
+class OperatorConfig(BaseModel):
+    """Every setting, its default and its bounds. Field NAME is env CLIP_OPERATOR_NAME."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    namespaces: list[str] = Field(default=[], description="Namespaces to watch; empty = all")
+    job_image: str = Field(default="clip-job:dev", min_length=1)
+    job_image_pull_policy: str = Field(
+        default="IfNotPresent", pattern="^(Always|IfNotPresent|Never)$"
+    )
+    s3_endpoint: str | None = Field(default=None, description="Default S3-compatible endpoint")
+    s3_region: str = "us-east-1"
+    s3_bucket: str | None = Field(default=None, description="Default bucket for ClipJobs")
+    s3_credentials_secret: str = Field(
+        default="clip-s3-credentials",
+        description="Secret (in each ClipJob's namespace) the Job reads default credentials from",
+    )
+    s3_public_endpoint: str | None = Field(
+        default=None, description="Endpoint used in presigned URLs if users reach S3 elsewhere"
+    )
+    in_flight_limit: int = Field(default=10, ge=0, description="Jobs running at once; 0 = no limit")
+    default_url_expires_seconds: int = Field(default=3600, ge=60, le=MAX_URL_EXPIRES_SECONDS)
+    url_refresh_fraction: float = Field(
+        default=0.2, gt=0, lt=1, description="Refresh a URL when this fraction of its life remains"
+    )
+    default_deadline_seconds: int = Field(default=600, ge=30, le=86400)
+    default_retries: int = Field(default=2, ge=0, le=10)
+    ttl_seconds_after_finished: int = Field(default=3600, ge=0)
+    max_clip_seconds: int = Field(default=MAX_CLIP_SECONDS, ge=1, le=MAX_CLIP_SECONDS)
+    max_output_bytes: int = Field(default=2 * 1024**3, ge=1024)
+    allow_private_networks: list[str] = Field(default=[])
+    network_timeout_seconds: int = Field(default=30, ge=1, le=600)
+    job_cpu_request: str = Field(default="500m", pattern=QUANTITY_PATTERN)
+    job_cpu_limit: str = Field(default="2", pattern=QUANTITY_PATTERN)
+    job_memory_request: str = Field(default="256Mi", pattern=QUANTITY_PATTERN)
+    job_memory_limit: str = Field(default="1Gi", pattern=QUANTITY_PATTERN)
+    job_scratch_size: str = Field(default="4Gi", pattern=QUANTITY_PATTERN)
+    metrics_port: int = Field(default=8080, ge=0, le=65535)
+    health_port: int = Field(default=8081, ge=0, le=65535)
+    loop_interval_seconds: float = Field(default=5.0, gt=0, le=300)
+    storage_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    delete_retry_limit_seconds: int = Field(
+        default=3600,
+        ge=0,
+        description="How long deletion waits for S3 object removal before giving up",
+    )
+
+    @field_validator("allow_private_networks")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not a CIDR such as 10.0.0.0/8") from None
+        return value
+
+    def effective_url_expiry(self, requested: int | None) -> int:
+        return min(requested or self.default_url_expires_seconds, MAX_URL_EXPIRES_SECONDS)
+
+
+class ConfigError(ValueError):
+    """A bad operator setting; the message names the environment variable."""
+
+
+_LIST_FIELDS = {"namespaces", "allow_private_networks"}
+
+
+def load_config(environ: Mapping[str, str] | None = None) -> OperatorConfig:
+    """Read CLIP_OPERATOR_* variables; raise ConfigError naming every bad one."""
+    env = os.environ if environ is None else environ
+    raw: dict[str, object] = {}
+    known = set(OperatorConfig.model_fields)
+    for key, value in env.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        name = key[len(ENV_PREFIX) :].lower()
+        if name not in known:
+            raise ConfigError(
+                f"{key} is not a clip-operator setting; known settings: "
+                + ", ".join(ENV_PREFIX + k.upper() for k in sorted(known))
+            )
+        if name in _LIST_FIELDS:
+            raw[name] = [item.strip() for item in value.split(",") if item.strip()]
+        else:
+            raw[name] = value if value != "" else None
+    raw = {k: v for k, v in raw.items() if v is not None}
+    try:
+        return OperatorConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = str(err["loc"][0])
+            shown = env.get(ENV_PREFIX + field.upper(), "")
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{ENV_PREFIX}{field.upper()}={shown!r}: {msg}")
+        raise ConfigError("invalid operator configuration: " + "; ".join(problems)) from None

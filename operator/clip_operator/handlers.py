@@ -1,0 +1,92 @@
+"""kopf wiring: watch ClipJobs and managed Jobs, feed the store, call the reconciler.
+
+Only `on.event` handlers: they keep no kopf state on the objects (no progress or
+diff-base annotations, no finalizers), so a ClipJob costs no writes beyond the status
+patches the reconciler decides on. Work spanning many ClipJobs (the in-flight queue,
+URL refresh, retries, gauges) runs in one operator-wide loop started at startup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+
+from . import metrics
+from .builders import LABEL_MANAGED_BY, MANAGED_BY
+from .config import OperatorConfig, load_config
+from .kube import Kube
+from .loop import run_loop
+from .models import GROUP, PLURAL, VERSION
+from .presign import Presigner
+from .reconcile import Reconciler, owner_uid
+
+log = logging.getLogger("clip_operator")
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    config: OperatorConfig = memo.get("config") or load_config()
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 270
+    settings.watching.client_timeout = 300
+    settings.watching.connect_timeout = 30
+    settings.networking.request_timeout = 60
+    settings.batching.worker_limit = 64
+    settings.batching.batch_window = 0.05  # react fast; the reconciler coalesces writes itself
+    settings.persistence.finalizer = "mememaker.io/kopf-finalizer"
+    kube = Kube.connect()
+    reconciler = Reconciler(kube, config, Presigner(kube, config))
+    await reconciler.seed()
+    memo["config"] = config
+    memo["reconciler"] = reconciler
+    memo["loop_task"] = asyncio.create_task(run_loop(reconciler), name="clip-operator-loop")
+    metrics.start_metrics_server(config.metrics_port)
+    log.info(
+        "clip-operator started: namespaces=%s in-flight limit=%s job image=%s",
+        ",".join(config.namespaces) or "(all)",
+        config.in_flight_limit or "none",
+        config.job_image,
+    )
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    task = memo.get("loop_task")
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def clipjob_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+    reconciler: Reconciler = memo["reconciler"]
+    raw: dict[str, Any] = dict(event.get("object") or {})
+    uid = (raw.get("metadata") or {}).get("uid")
+    if not uid:
+        return
+    if event.get("type") == "DELETED":
+        reconciler.forget(uid)
+        return
+    reconciler.store.clipjobs[uid] = {**raw, "metadata": dict(raw["metadata"])}
+    await reconciler.reconcile_logged(uid, "clipjob_event")
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGED_BY})
+async def job_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+    reconciler: Reconciler = memo["reconciler"]
+    raw: dict[str, Any] = dict(event.get("object") or {})
+    owner = owner_uid(raw)
+    if owner is None:
+        return
+    if event.get("type") == "DELETED":
+        current = reconciler.store.jobs.get(owner)
+        if current is not None and current["metadata"].get("uid") == raw["metadata"].get("uid"):
+            del reconciler.store.jobs[owner]
+        reconciler.wake.set()
+        return
+    reconciler.store.jobs[owner] = raw
+    if owner in reconciler.store.clipjobs:
+        await reconciler.reconcile_logged(owner, "job_event")

@@ -1,0 +1,199 @@
+"""Pydantic models of the ClipJob spec and status, mirroring crds/clipjob.yaml.
+
+The CRD is the source of truth; tests/unit/test_models.py fails when the two drift.
+Admission already rejects most bad specs; these models re-check everything so that a
+ClipJob that slipped past (an older CRD, a disabled CEL rule) fails with a clear
+`InvalidSpec` status instead of a crash loop.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from .timeparse import parse_timestamp
+
+GROUP = "mememaker.io"
+VERSION = "v1alpha1"
+PLURAL = "clipjobs"
+KIND = "ClipJob"
+
+MAX_CLIP_SECONDS = 600  # the schema's maximum clip length
+MAX_URL_EXPIRES_SECONDS = 604800  # S3 SigV4 presigned URLs live at most 7 days
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+    def to_kubernetes(self) -> dict[str, Any]:
+        """Serialise with the API's camelCase names, leaving unset fields out."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+class Source(_Model):
+    url: str = Field(max_length=2048)
+    format: str | None = Field(default=None, max_length=256)
+
+    @field_validator("url")
+    @classmethod
+    def _http_only(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"source.url must be an http(s) URL with a host, got {value!r}")
+        return value
+
+
+class OutputFormat(StrEnum):
+    MP4 = "mp4"
+    WEBM = "webm"
+    GIF = "gif"
+    MP3 = "mp3"
+
+
+class Mode(StrEnum):
+    ACCURATE = "accurate"
+    FAST = "fast"
+
+
+CONTENT_TYPES = {
+    OutputFormat.MP4: "video/mp4",
+    OutputFormat.WEBM: "video/webm",
+    OutputFormat.GIF: "image/gif",
+    OutputFormat.MP3: "audio/mpeg",
+}
+
+
+class Output(_Model):
+    format: OutputFormat = OutputFormat.MP4
+    mode: Mode = Mode.ACCURATE
+    max_height: int | None = Field(default=None, ge=16, le=4320)
+
+
+class SecretRef(_Model):
+    name: str = Field(min_length=1, max_length=253)
+
+
+class Storage(_Model):
+    bucket: str | None = Field(default=None, min_length=3, max_length=63)
+    secret_ref: SecretRef | None = None
+    endpoint: str | None = Field(default=None, max_length=2048)
+    region: str | None = Field(default=None, max_length=64)
+
+
+class ClipJobSpec(_Model):
+    source: Source
+    start: str = Field(max_length=32)
+    end: str = Field(max_length=32)
+    output: Output = Output()
+    storage: Storage | None = None
+    url_expires_seconds: int | None = Field(default=None, ge=60, le=MAX_URL_EXPIRES_SECONDS)
+    deadline_seconds: int | None = Field(default=None, ge=30, le=86400)
+    retries: int | None = Field(default=None, ge=0, le=10)
+    deletion_policy: Literal["Retain", "Delete"] = "Retain"
+
+    @field_validator("start", "end")
+    @classmethod
+    def _timestamp(cls, value: str) -> str:
+        parse_timestamp(value)  # raises with the grammar in the message
+        return value
+
+    @model_validator(mode="after")
+    def _range(self) -> ClipJobSpec:
+        start, end = self.start_seconds, self.end_seconds
+        if end <= start:
+            raise ValueError(f"end ({self.end}) must be after start ({self.start})")
+        if end - start > MAX_CLIP_SECONDS:
+            raise ValueError(f"clip is {end - start:g} s long; the maximum is {MAX_CLIP_SECONDS} s")
+        return self
+
+    @property
+    def start_seconds(self) -> float:
+        return parse_timestamp(self.start)
+
+    @property
+    def end_seconds(self) -> float:
+        return parse_timestamp(self.end)
+
+    @property
+    def duration_seconds(self) -> float:
+        return round(self.end_seconds - self.start_seconds, 6)
+
+
+class Phase(StrEnum):
+    QUEUED = "Queued"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+TERMINAL_PHASES = (Phase.SUCCEEDED, Phase.FAILED)
+
+
+class Condition(_Model):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    observed_generation: int | None = None
+    last_transition_time: str
+    reason: str = Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
+    message: str = Field(default="", max_length=32768)
+
+
+class OutputStatus(_Model):
+    bucket: str
+    key: str
+    size_bytes: int | None = None
+    duration_seconds: float | None = None
+    width: int | None = None
+    height: int | None = None
+    content_type: str | None = None
+    cut_path: str | None = None
+
+
+class Timings(_Model):
+    queue_seconds: float | None = None
+    download_seconds: float | None = None
+    encode_seconds: float | None = None
+    upload_seconds: float | None = None
+    total_seconds: float | None = None
+
+
+class ClipJobStatus(_Model):
+    model_config = ConfigDict(extra="ignore")  # tolerate fields of newer operators
+
+    phase: Phase | None = None
+    conditions: list[Condition] = []
+    observed_generation: int | None = None
+    job_name: str | None = None
+    attempts: int | None = None
+    queued_at: str | None = None
+    start_time: str | None = None
+    completion_time: str | None = None
+    output: OutputStatus | None = None
+    url: str | None = None
+    url_expires_at: str | None = None
+    timings: Timings | None = None
+    reason: str | None = None
+    message: str | None = None
+
+
+class InvalidSpec(ValueError):
+    """A spec the operator cannot run; the message is shown to the user as is."""
+
+
+def parse_spec(spec: Any) -> ClipJobSpec:
+    """Validate a raw spec; raise InvalidSpec with every problem, by field path."""
+    try:
+        return ClipJobSpec.model_validate(spec)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            path = ".".join(str(p) for p in ("spec", *err["loc"]))
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{path}: {msg}")
+        raise InvalidSpec("; ".join(problems)) from None

@@ -1,0 +1,437 @@
+"""The reconciler: one idempotent function from (ClipJob, Job) to API writes.
+
+Watch events (handlers.py) keep an in-memory copy of every ClipJob and managed Job and
+call `Reconciler.reconcile(uid)`. It may run any number of times for the same state and
+writes only what differs, so operator restarts and duplicate events are harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from . import events, metrics
+from .builders import (
+    LABEL_MANAGED_BY,
+    MANAGED_BY,
+    ClipJobRef,
+    build_job,
+    job_name,
+    object_key,
+    resolve_bucket,
+)
+from .config import OperatorConfig
+from .kube import Kube
+from .models import TERMINAL_PHASES, ClipJobSpec, InvalidSpec, Phase, parse_spec
+from .presign import Presigner
+from .queue import QueueEntry, admit, position
+from .status import (
+    build_conditions,
+    needs_refresh,
+    now_iso,
+    observe_job,
+    output_from_result,
+    parse_time,
+    status_changes,
+    timings_from_result,
+)
+
+log = logging.getLogger("clip_operator")
+FINALIZER = "mememaker.io/delete-s3-object"
+
+
+def ref_of(body: dict[str, Any]) -> ClipJobRef:
+    meta = body["metadata"]
+    return ClipJobRef(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
+
+
+def owner_uid(job: dict[str, Any]) -> str | None:
+    for ref in (job.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("kind") == "ClipJob" and ref.get("controller"):
+            return str(ref.get("uid"))
+    return None
+
+
+def job_finished(job: dict[str, Any]) -> bool:
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True":
+            return True
+    return False
+
+
+@dataclass
+class Store:
+    """The operator's view of the cluster, fed by watch events."""
+
+    clipjobs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    jobs: dict[str, dict[str, Any]] = field(default_factory=dict)  # by owner ClipJob uid
+    creating: set[str] = field(default_factory=set)  # Jobs being created right now
+    locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+
+    def lock(self, uid: str) -> asyncio.Lock:
+        return self.locks.setdefault(uid, asyncio.Lock())
+
+    def in_flight(self) -> int:
+        running = sum(1 for j in self.jobs.values() if not job_finished(j))
+        return running + len(self.creating - set(self.jobs))
+
+    def waiting(self) -> list[QueueEntry]:
+        out = []
+        for uid, cj in self.clipjobs.items():
+            meta = cj["metadata"]
+            phase = (cj.get("status") or {}).get("phase")
+            if uid in self.jobs or uid in self.creating or meta.get("deletionTimestamp"):
+                continue
+            if phase in (Phase.SUCCEEDED.value, Phase.FAILED.value):
+                continue
+            out.append(QueueEntry(meta["creationTimestamp"], meta["namespace"], meta["name"], uid))
+        return out
+
+
+class Reconciler:
+    def __init__(self, kube: Kube, config: OperatorConfig, presigner: Presigner) -> None:
+        self.kube = kube
+        self.config = config
+        self.presigner = presigner
+        self.store = Store()
+        self.admission = asyncio.Lock()
+        self.wake = asyncio.Event()  # set when a slot frees up or work is waiting
+        self.dirty: set[str] = set()  # ClipJobs whose last reconcile failed: retried by the loop
+
+    async def seed(self) -> None:
+        """List managed Jobs before the watches start, so the in-flight count is right at once."""
+        selector = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+        jobs = await asyncio.to_thread(self.kube.list_jobs_sync, selector, self.config.namespaces)
+        for job in jobs:
+            owner = owner_uid(job)
+            if owner:
+                self.store.jobs[owner] = job
+
+    def forget(self, uid: str) -> None:
+        self.store.clipjobs.pop(uid, None)
+        self.store.locks.pop(uid, None)
+        self.dirty.discard(uid)
+        self.wake.set()
+
+    async def reconcile_logged(self, uid: str, handler: str) -> None:
+        """reconcile() with metrics; failures are logged and retried by the loop, never lost."""
+        try:
+            with metrics.observe_reconcile(handler):
+                await self.reconcile(uid)
+            self.dirty.discard(uid)
+        except Exception as exc:
+            self.dirty.add(uid)
+            body = self.store.clipjobs.get(uid)
+            name = f"{body['metadata']['namespace']}/{body['metadata']['name']}" if body else uid
+            log.warning("reconciling %s failed (will retry): %s: %s", name, type(exc).__name__, exc)
+
+    async def reconcile(self, uid: str) -> None:
+        async with self.store.lock(uid):
+            body = self.store.clipjobs.get(uid)
+            if body is None:
+                return
+            if body["metadata"].get("deletionTimestamp"):
+                await self._finalize(body)
+                return
+            await self._reconcile_live(body)
+
+    async def _reconcile_live(self, body: dict[str, Any]) -> None:
+        ref = ref_of(body)
+        status = body.get("status") or {}
+        phase = status.get("phase")
+        try:
+            spec = parse_spec(body.get("spec"))
+        except InvalidSpec as exc:
+            if status.get("reason") != "InvalidSpec" or phase != Phase.FAILED.value:
+                await self._write(
+                    body, self._terminal_status(body, Phase.FAILED, "InvalidSpec", str(exc))
+                )
+                events.warn(body, reason="InvalidSpec", message=str(exc))
+                metrics.JOB_LATENCY.labels("error").observe(self._age(body))
+            return
+        if spec.deletion_policy == "Delete" and FINALIZER not in body["metadata"].get(
+            "finalizers", []
+        ):
+            fins = [*body["metadata"].get("finalizers", []), FINALIZER]
+            await self.kube.patch_finalizers(ref.namespace, ref.name, fins, None)
+        if phase in (Phase.SUCCEEDED.value, Phase.FAILED.value):
+            return  # terminal: only the URL refresh of the loop touches it from here on
+        job = self.store.jobs.get(ref.uid)
+        if job is None:
+            await self._start(body, ref, spec)
+            return
+        await self._follow(body, ref, spec, job)
+
+    # -- starting -------------------------------------------------------------------------
+
+    async def _start(self, body: dict[str, Any], ref: ClipJobRef, spec: ClipJobSpec) -> None:
+        if resolve_bucket(spec, self.config) is None:
+            msg = (
+                "no bucket: set spec.storage.bucket or the operator's default bucket "
+                "(CLIP_OPERATOR_S3_BUCKET / Helm value s3.bucket)"
+            )
+            await self._write(body, self._terminal_status(body, Phase.FAILED, "InvalidSpec", msg))
+            events.warn(body, reason="InvalidSpec", message=msg)
+            return
+        async with self.admission:
+            waiting = self.store.waiting()
+            admitted = {
+                e.uid for e in admit(waiting, self.store.in_flight(), self.config.in_flight_limit)
+            }
+            if ref.uid in admitted:
+                self.store.creating.add(ref.uid)
+        if ref.uid not in admitted:
+            place = position(waiting, ref.uid) or 0
+            await self._write_queued(
+                body,
+                "WaitingForSlot",
+                f"waiting for a free slot: {place} in queue "
+                f"(in-flight limit {self.config.in_flight_limit})",
+            )
+            return
+        try:
+            job = await self._create_or_adopt(body, ref, spec)
+        finally:
+            self.store.creating.discard(ref.uid)
+        if job is not None:
+            self.store.jobs.setdefault(ref.uid, job)
+            await self._follow(body, ref, spec, self.store.jobs[ref.uid])
+
+    async def _create_or_adopt(
+        self, body: dict[str, Any], ref: ClipJobRef, spec: ClipJobSpec
+    ) -> dict[str, Any] | None:
+        manifest = build_job(ref, spec, self.config)
+        name = manifest["metadata"]["name"]
+        try:
+            job = await self.kube.create_job(ref.namespace, manifest)
+            events.info(body, reason="JobCreated", message=f"created Job {name}")
+            if not (body.get("status") or {}).get("queuedAt"):
+                metrics.JOBS_QUEUED_TOTAL.inc()
+            return job
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        existing = await self.kube.read_job(ref.namespace, name)
+        if owner_uid(existing) == ref.uid:
+            log.info("adopting existing Job %s/%s", ref.namespace, name)
+            return existing
+        msg = (
+            f"a Job named {name} already exists and is not owned by this ClipJob; "
+            "delete it or recreate the ClipJob under another name"
+        )
+        await self._write(body, self._terminal_status(body, Phase.FAILED, "JobConflict", msg))
+        events.warn(body, reason="JobConflict", message=msg)
+        return None
+
+    # -- following ------------------------------------------------------------------------
+
+    async def _follow(
+        self, body: dict[str, Any], ref: ClipJobRef, spec: ClipJobSpec, job: dict[str, Any]
+    ) -> None:
+        pods: list[dict[str, Any]] = []
+        if job_finished(job):
+            pods = await self.kube.list_job_pods(ref.namespace, job["metadata"]["name"])
+        obs = observe_job(job, pods)
+        status = body.get("status") or {}
+        desired: dict[str, Any] = {
+            "phase": obs.phase.value,
+            "observedGeneration": body["metadata"].get("generation", 1),
+            "jobName": job["metadata"]["name"],
+            "attempts": obs.attempts,
+            "queuedAt": status.get("queuedAt") or now_iso(),
+            "reason": obs.reason,
+            "message": obs.message,
+        }
+        if obs.start_time:
+            desired["startTime"] = obs.start_time
+        if obs.phase in TERMINAL_PHASES:
+            desired["completionTime"] = obs.completion_time or now_iso()
+            created = parse_time(body["metadata"].get("creationTimestamp"))
+            desired["timings"] = timings_from_result(
+                obs.result,
+                created,
+                parse_time(obs.start_time),
+                parse_time(desired["completionTime"]),
+            )
+        if obs.phase == Phase.SUCCEEDED:
+            bucket = resolve_bucket(spec, self.config) or ""
+            output = output_from_result(obs.result or {}, bucket, object_key(ref, spec))
+            desired["output"] = output
+            try:
+                url, expires = await self.presigner.presign(
+                    ref, spec, output["bucket"], output["key"]
+                )
+                desired["url"], desired["urlExpiresAt"] = url, expires
+            except Exception as exc:  # the clip exists; the loop retries the URL
+                log.warning("presigning %s/%s failed: %s", ref.namespace, ref.name, exc)
+                events.warn(body, reason="PresignFailed", message=str(exc))
+        desired["conditions"] = build_conditions(
+            obs.phase,
+            obs.reason,
+            obs.message,
+            desired["observedGeneration"],
+            status.get("conditions"),
+            now_iso(),
+        )
+        changed = await self._write(body, desired)
+        if changed and status.get("phase") != obs.phase.value:
+            self._announce(body, obs.phase, obs.reason, obs.message, obs.result)
+            if obs.phase in TERMINAL_PHASES:
+                self.wake.set()
+
+    def _announce(
+        self,
+        body: dict[str, Any],
+        phase: Phase,
+        reason: str,
+        message: str,
+        result: dict[str, Any] | None,
+    ) -> None:
+        if phase == Phase.FAILED:
+            events.warn(body, reason=reason, message=message)
+            metrics.JOB_LATENCY.labels("error").observe(self._age(body))
+        else:
+            events.info(body, reason=phase.value, message=message)
+        if phase == Phase.SUCCEEDED:
+            metrics.JOB_LATENCY.labels("done").observe(self._age(body))
+            if result:
+                metrics.record_worker_result(result)
+
+    # -- writing --------------------------------------------------------------------------
+
+    async def _write_queued(self, body: dict[str, Any], reason: str, message: str) -> None:
+        status = body.get("status") or {}
+        first = not status.get("queuedAt")
+        desired = {
+            "phase": Phase.QUEUED.value,
+            "observedGeneration": body["metadata"].get("generation", 1),
+            "queuedAt": status.get("queuedAt") or now_iso(),
+            "reason": reason,
+            "message": message,
+            "conditions": build_conditions(
+                Phase.QUEUED,
+                reason,
+                message,
+                body["metadata"].get("generation", 1),
+                status.get("conditions"),
+                now_iso(),
+            ),
+        }
+        if await self._write(body, desired) and first:
+            metrics.JOBS_QUEUED_TOTAL.inc()
+            events.info(body, reason="Queued", message=message)
+
+    def _terminal_status(
+        self, body: dict[str, Any], phase: Phase, reason: str, message: str
+    ) -> dict[str, Any]:
+        status = body.get("status") or {}
+        gen = body["metadata"].get("generation", 1)
+        return {
+            "phase": phase.value,
+            "observedGeneration": gen,
+            "queuedAt": status.get("queuedAt") or now_iso(),
+            "completionTime": status.get("completionTime") or now_iso(),
+            "reason": reason,
+            "message": message,
+            "conditions": build_conditions(
+                phase, reason, message, gen, status.get("conditions"), now_iso()
+            ),
+        }
+
+    async def _write(self, body: dict[str, Any], desired: dict[str, Any]) -> bool:
+        """Patch only what differs (ignoring condition timestamps); update the cache."""
+        current = body.get("status") or {}
+        patch = status_changes(current, desired)
+        if set(patch) == {"conditions"} and _same_conditions(
+            current.get("conditions"), desired["conditions"]
+        ):
+            patch = {}
+        if not patch:
+            return False
+        ref = ref_of(body)
+        await self.kube.patch_status(ref.namespace, ref.name, patch)
+        body["status"] = {**current, **patch}
+        return True
+
+    @staticmethod
+    def _age(body: dict[str, Any]) -> float:
+        created = parse_time(body["metadata"].get("creationTimestamp"))
+        return max(0.0, (datetime.now(UTC) - created).total_seconds()) if created else 0.0
+
+    # -- URL refresh ----------------------------------------------------------------------
+
+    async def refresh_url(self, uid: str) -> None:
+        """Re-presign a Succeeded ClipJob's URL when little of its lifetime is left."""
+        async with self.store.lock(uid):
+            body = self.store.clipjobs.get(uid)
+            if body is None or body["metadata"].get("deletionTimestamp"):
+                return
+            status = body.get("status") or {}
+            output = status.get("output")
+            if status.get("phase") != Phase.SUCCEEDED.value or not output:
+                return
+            spec = parse_spec(body.get("spec"))
+            lifetime = self.config.effective_url_expiry(spec.url_expires_seconds)
+            if not needs_refresh(
+                status.get("urlExpiresAt"),
+                lifetime,
+                self.config.url_refresh_fraction,
+                datetime.now(UTC),
+            ):
+                return
+            url, expires = await self.presigner.presign(
+                ref_of(body), spec, output["bucket"], output["key"]
+            )
+            await self._write(body, {"url": url, "urlExpiresAt": expires})
+
+    # -- deletion -------------------------------------------------------------------------
+
+    async def _finalize(self, body: dict[str, Any]) -> None:
+        meta = body["metadata"]
+        if FINALIZER not in meta.get("finalizers", []):
+            return
+        ref = ref_of(body)
+        try:
+            spec = parse_spec(body.get("spec"))
+        except InvalidSpec:
+            spec = None
+        if spec is not None and resolve_bucket(spec, self.config):
+            job = self.store.jobs.get(ref.uid)
+            if job is not None and not job_finished(job):
+                await self.kube.delete_job(ref.namespace, job_name(ref))  # no upload after delete
+            deleted_at = parse_time(meta["deletionTimestamp"]) or datetime.now(UTC)
+            waited = (datetime.now(UTC) - deleted_at).total_seconds()
+            try:
+                await self.presigner.delete(
+                    ref, spec, resolve_bucket(spec, self.config) or "", object_key(ref, spec)
+                )
+                events.info(body, reason="ObjectDeleted", message="deleted the clip from S3")
+            except Exception as exc:
+                if waited < self.config.delete_retry_limit_seconds:
+                    msg = (
+                        f"could not delete the clip from S3 ({exc}); retrying for up to "
+                        f"{self.config.delete_retry_limit_seconds} s after deletion"
+                    )
+                    events.warn(body, reason="DeleteFailed", message=msg)
+                    await self._write(body, {"reason": "DeleteFailed", "message": msg})
+                    return  # the loop retries
+                events.warn(
+                    body,
+                    reason="DeleteAbandoned",
+                    message=f"gave up deleting the clip from S3 after {int(waited)} s: {exc}",
+                )
+        fins = [f for f in meta.get("finalizers", []) if f != FINALIZER]
+        await self.kube.patch_finalizers(ref.namespace, ref.name, fins, meta.get("resourceVersion"))
+        meta["finalizers"] = fins
+
+
+def _same_conditions(a: list[dict[str, Any]] | None, b: list[dict[str, Any]]) -> bool:
+    def strip(conds: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+        return [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in conds or []]
+
+    return strip(a) == strip(b)
