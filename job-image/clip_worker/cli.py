@@ -1,0 +1,181 @@
+"""Entry point: resolve, download the segment, cut, upload, report (job-image/README.md)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import posixpath
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from clip_worker import config, probe
+from clip_worker.cut import CONTENT_TYPES, cut
+from clip_worker.fetch import download
+from clip_worker.proxy import EgressProxy
+from clip_worker.resolve import resolve
+from clip_worker.result import (
+    Reason,
+    WorkerError,
+    failure_json,
+    success_json,
+    write_termination_log,
+)
+from clip_worker.upload import upload
+
+log = logging.getLogger("clip_worker")
+
+
+class _Clock:
+    """Per-phase wall time."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.mark = self.started
+        self.phases: dict[str, float] = {}
+
+    def lap(self, name: str) -> float:
+        now = time.monotonic()
+        self.phases[name] = round(now - self.mark, 3)
+        self.mark = now
+        return self.phases[name]
+
+    def total(self) -> float:
+        return round(time.monotonic() - self.started, 3)
+
+
+def _refused(proxy: EgressProxy) -> None:
+    if proxy.log.refusals:
+        raise WorkerError(Reason.FORBIDDEN_ADDRESS, proxy.log.refusals[0])
+
+
+def _check_start(cfg: config.Config, duration: float | None) -> None:
+    if duration is not None and cfg.start >= duration:
+        raise WorkerError(
+            Reason.START_BEYOND_END,
+            f"start {cfg.start:g} s is at or after the end of the video ({duration:.3f} s); "
+            "pick a start inside the video",
+        )
+
+
+def _filename(cfg: config.Config) -> str:
+    name = cfg.output_filename or posixpath.basename(cfg.s3_key) or "clip"
+    if not name.lower().endswith("." + cfg.output_format):
+        name += "." + cfg.output_format
+    return name
+
+
+def run_clip(cfg: config.Config, work: str) -> dict[str, Any]:
+    """Do the whole job in `work`; return the success result object."""
+    clock = _Clock()
+    with EgressProxy(cfg.allow_private_networks, cfg.network_timeout) as proxy:
+        try:
+            source = resolve(cfg, proxy.url)
+        except WorkerError:
+            _refused(proxy)
+            raise
+        _refused(proxy)
+        log.info(
+            "resolved %s via %s: %d input(s), duration %s (%.2f s)",
+            cfg.source_url, source.extractor, len(source.inputs),
+            f"{source.duration:.3f} s" if source.duration else "unknown", clock.lap("resolve"),
+        )  # fmt: skip
+        _check_start(cfg, source.duration)
+        segment = os.path.join(work, "segment.mkv")
+        duration = download(cfg, source, proxy, segment) or source.duration
+        _check_start(cfg, duration)
+        fetched = proxy.bytes_received()
+        log.info(
+            "downloaded the segment: %d bytes fetched (%.2f s)", fetched, clock.lap("download")
+        )
+    seg_info = probe.streams(segment, cfg.process_timeout)
+    if not seg_info.video_codec and not seg_info.audio_codec:
+        if duration is None:
+            raise WorkerError(
+                Reason.START_BEYOND_END,
+                f"nothing to cut at {cfg.start:g} s: the video ends before the clip starts",
+            )
+        raise WorkerError(Reason.UNSUPPORTED_SOURCE, "the source has no audio or video track")
+    made = cut(cfg, segment, work)
+    size = os.path.getsize(made.path)
+    if size > cfg.max_output_bytes:
+        raise WorkerError(
+            Reason.OUTPUT_TOO_LARGE,
+            f"the clip is larger than the limit of {cfg.max_output_bytes} bytes "
+            "(CLIP_MAX_OUTPUT_BYTES); use a shorter clip, a lower maxHeight or mp4",
+        )
+    out = probe.streams(made.path, cfg.process_timeout)
+    log.info("cut %s: %d bytes, %s (%.2f s)", made.cut_path, size, cfg.output_format,
+             clock.lap("encode"))  # fmt: skip
+    content_type = CONTENT_TYPES[cfg.output_format]
+    upload(cfg, made.path, content_type, _filename(cfg))
+    log.info("uploaded s3://%s/%s (%.2f s)", cfg.s3_bucket, cfg.s3_key, clock.lap("upload"))
+    result: dict[str, Any] = {
+        "bucket": cfg.s3_bucket,
+        "key": cfg.s3_key,
+        "sizeBytes": size,
+        "durationSeconds": round(out.duration or cfg.duration, 3),
+    }
+    if cfg.output_format != "mp3" and out.width and out.height:
+        result["width"] = out.width
+        result["height"] = out.height
+    result.update(
+        contentType=content_type,
+        cutPath=made.cut_path,
+        bytesFetched=fetched,
+        timings={
+            "resolveSeconds": clock.phases["resolve"],
+            "downloadSeconds": clock.phases["download"],
+            "encodeSeconds": clock.phases["encode"],
+            "uploadSeconds": clock.phases["upload"],
+            "totalSeconds": clock.total(),
+        },
+    )
+    return result
+
+
+def _work_dir(cfg: config.Config) -> str:
+    try:
+        os.makedirs(cfg.work_dir, exist_ok=True)
+        return tempfile.mkdtemp(prefix="clip-", dir=cfg.work_dir)
+    except OSError as exc:
+        raise WorkerError(
+            Reason.INTERNAL_ERROR, f"scratch directory {cfg.work_dir!r} is not writable: {exc}"
+        ) from None
+
+
+def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    """Run one clip job from CLIP_* environment variables; return the exit code."""
+    environ = os.environ if env is None else env
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.DEBUG if environ.get("CLIP_DEBUG") else logging.INFO,
+        format="clip-worker %(levelname)s %(message)s",
+    )
+    termination_log = environ.get("CLIP_TERMINATION_LOG", "").strip() or "/dev/termination-log"
+    work: str | None = None
+    try:
+        cfg = config.load(environ)
+        work = _work_dir(cfg)
+        result = run_clip(cfg, work)
+        text = success_json(result)
+        write_termination_log(termination_log, text)
+        print(text, flush=True)
+        return 0
+    except WorkerError as exc:
+        log.error("%s: %s", exc.reason.value, exc.message)
+        write_termination_log(termination_log, failure_json(exc.reason, exc.message))
+        return exc.exit_code
+    except Exception as exc:
+        # An unexpected bug: one concise line; the traceback only with CLIP_DEBUG.
+        log.error("InternalError: %s: %s", type(exc).__name__, exc, exc_info=bool(
+            environ.get("CLIP_DEBUG")))  # fmt: skip
+        message = f"unexpected {type(exc).__name__}: {exc}"
+        write_termination_log(termination_log, failure_json(Reason.INTERNAL_ERROR, message))
+        return 1
+    finally:
+        if work:
+            shutil.rmtree(work, ignore_errors=True)

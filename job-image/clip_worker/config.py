@@ -1,0 +1,183 @@
+"""The worker's inputs, read from CLIP_* environment variables and checked once."""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from clip_worker.result import Reason, WorkerError
+
+OUTPUT_FORMATS = ("mp4", "webm", "gif", "mp3")
+MODES = ("accurate", "fast")
+ADDRESSING_STYLES = ("path", "virtual", "auto")
+
+DEFAULT_MAX_CLIP_SECONDS = 600.0
+DEFAULT_MAX_OUTPUT_BYTES = 2 * 1024**3
+DEFAULT_NETWORK_TIMEOUT = 30.0
+DEFAULT_PROCESS_TIMEOUT = 900.0
+
+_SECONDS = re.compile(r"^\d+(\.\d+)?$")
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the worker needs for one clip."""
+
+    source_url: str
+    start: float
+    end: float
+    output_format: str
+    mode: str
+    s3_bucket: str
+    s3_key: str
+    source_format: str | None = None
+    max_height: int | None = None
+    max_clip_seconds: float = DEFAULT_MAX_CLIP_SECONDS
+    max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
+    network_timeout: float = DEFAULT_NETWORK_TIMEOUT
+    process_timeout: float = DEFAULT_PROCESS_TIMEOUT
+    allow_private_networks: tuple[Network, ...] = field(default_factory=tuple)
+    work_dir: str = "/scratch"
+    termination_log: str = "/dev/termination-log"
+    output_filename: str | None = None
+    s3_endpoint: str | None = None
+    s3_region: str = "us-east-1"
+    s3_addressing_style: str = "auto"
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+def _invalid(message: str) -> WorkerError:
+    return WorkerError(Reason.INVALID_INPUT, message)
+
+
+def parse_seconds(name: str, raw: str) -> float:
+    """A non-negative decimal number of seconds, as the operator normalises it ("65.5")."""
+    value = raw.strip()
+    if not _SECONDS.match(value):
+        raise _invalid(f"{name} must be seconds as a decimal string like '65.5', got {raw!r}")
+    return float(value)
+
+
+def _positive_number(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise _invalid(f"{name} must be a number, got {raw!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise _invalid(f"{name} must be a positive number, got {raw!r}")
+    return value
+
+
+def _positive_int(env: Mapping[str, str], name: str) -> int | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) <= 0:
+        raise _invalid(f"{name} must be a positive integer, got {raw!r}")
+    return int(raw)
+
+
+def parse_networks(raw: str) -> tuple[Network, ...]:
+    """Comma-separated CIDRs, e.g. '127.0.0.0/8,10.0.0.0/8'."""
+    networks: list[Network] = []
+    for part in raw.split(","):
+        text = part.strip()
+        if not text:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            raise _invalid(
+                f"CLIP_ALLOW_PRIVATE_NETWORKS entry {text!r} is not a CIDR like 10.0.0.0/8"
+            ) from None
+    return tuple(networks)
+
+
+def check_source_url(url: str) -> None:
+    """Only http(s) URLs with a host; everything else (file:, ftp:, data:) is refused."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https"):
+        raise _invalid(
+            f"CLIP_SOURCE_URL must be an http(s) URL, got scheme {parts.scheme or 'none'!r}"
+        )
+    if not parts.hostname:
+        raise _invalid(f"CLIP_SOURCE_URL has no host: {url!r}")
+
+
+def check_clip_window(start: float, end: float, max_clip_seconds: float) -> None:
+    """End after start, and the clip no longer than the limit."""
+    if end <= start:
+        raise _invalid(f"CLIP_END ({end:g}) must be after CLIP_START ({start:g})")
+    if end - start > max_clip_seconds:
+        raise WorkerError(
+            Reason.CLIP_TOO_LONG,
+            f"clip is {end - start:g} s, longer than the limit of {max_clip_seconds:g} s "
+            "(CLIP_MAX_CLIP_SECONDS); request a shorter segment",
+        )
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
+    value = env.get(name, "").strip().lower() or default
+    if value not in choices:
+        raise _invalid(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _required(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "").strip()
+    if not value:
+        raise _invalid(f"{name} is required")
+    return value
+
+
+def load(env: Mapping[str, str]) -> Config:
+    """Read and validate the environment; raises WorkerError(InvalidInput/ClipTooLong)."""
+    url = _required(env, "CLIP_SOURCE_URL")
+    check_source_url(url)
+    start = parse_seconds("CLIP_START", _required(env, "CLIP_START"))
+    end = parse_seconds("CLIP_END", _required(env, "CLIP_END"))
+    max_clip = _positive_number(env, "CLIP_MAX_CLIP_SECONDS", DEFAULT_MAX_CLIP_SECONDS)
+    check_clip_window(start, end, max_clip)
+    endpoint = env.get("CLIP_S3_ENDPOINT", "").strip() or None
+    style_default = "path" if endpoint else "auto"
+    max_bytes = _positive_int(env, "CLIP_MAX_OUTPUT_BYTES") or DEFAULT_MAX_OUTPUT_BYTES
+    return Config(
+        source_url=url,
+        start=start,
+        end=end,
+        output_format=_choice(env, "CLIP_OUTPUT_FORMAT", OUTPUT_FORMATS, "mp4"),
+        mode=_choice(env, "CLIP_MODE", MODES, "accurate"),
+        s3_bucket=_required(env, "CLIP_S3_BUCKET"),
+        s3_key=_required(env, "CLIP_S3_KEY"),
+        source_format=env.get("CLIP_SOURCE_FORMAT", "").strip() or None,
+        max_height=_positive_int(env, "CLIP_MAX_HEIGHT"),
+        max_clip_seconds=max_clip,
+        max_output_bytes=max_bytes,
+        network_timeout=_positive_number(
+            env, "CLIP_NETWORK_TIMEOUT_SECONDS", DEFAULT_NETWORK_TIMEOUT
+        ),
+        process_timeout=_positive_number(
+            env, "CLIP_PROCESS_TIMEOUT_SECONDS", DEFAULT_PROCESS_TIMEOUT
+        ),
+        allow_private_networks=parse_networks(env.get("CLIP_ALLOW_PRIVATE_NETWORKS", "")),
+        work_dir=env.get("CLIP_WORK_DIR", "").strip() or "/scratch",
+        termination_log=env.get("CLIP_TERMINATION_LOG", "").strip() or "/dev/termination-log",
+        output_filename=env.get("CLIP_OUTPUT_FILENAME", "").strip() or None,
+        s3_endpoint=endpoint,
+        s3_region=env.get("CLIP_S3_REGION", "").strip() or "us-east-1",
+        s3_addressing_style=_choice(
+            env, "CLIP_S3_ADDRESSING_STYLE", ADDRESSING_STYLES, style_default
+        ),
+    )

@@ -1,0 +1,240 @@
+"""The cut step, local only: stream copy, smart cut, or full re-encode into the output format.
+
+Input is the downloaded segment (fetch.py), whose timestamps are the source's. `accurate`
+mode must show the frame at `start` first and last exactly `end - start` seconds:
+
+- smart (MP4 from H.264): re-encode the frames from `start` to the first keyframe in the
+  clip and from the last keyframe in the clip to `end`; copy the whole GOPs in between;
+  concatenate. The result is checked (decoded frame count); on any failure, re-encode.
+- reencode: decode from the keyframe before `start`, drop frames before it, encode.
+
+`fast` mode stream-copies from the keyframe before `start` when the codecs fit the
+container (MP4 hides the lead-in with an edit list); otherwise it re-encodes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+from clip_worker import probe
+from clip_worker.config import Config
+from clip_worker.process import run
+from clip_worker.result import Reason, WorkerError
+
+log = logging.getLogger("clip_worker")
+
+CONTENT_TYPES = {"mp4": "video/mp4", "webm": "video/webm", "gif": "image/gif", "mp3": "audio/mpeg"}
+_COPYABLE = {
+    "mp4": ({"h264", "hevc", "av1", "vp9", "mpeg4"}, {"aac", "mp3", "opus", "ac3", "eac3"}),
+    "webm": ({"vp8", "vp9", "av1"}, {"opus", "vorbis"}),
+    "mp3": (set(), {"mp3"}),
+}
+GIF_MAX_WIDTH = 480
+GIF_MAX_FPS = 15
+# A keyframe this close to `start` counts as on it (timestamps are rounded to 1 ms).
+_EPS = 0.0005
+
+
+@dataclass(frozen=True)
+class CutResult:
+    """The clip file and how it was made."""
+
+    path: str
+    cut_path: str  # copy | smart | reencode
+    frames: int | None
+
+
+def _base(cfg: Config) -> list[str]:
+    return ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
+
+
+def _seek_input(path: str, at: float) -> list[str]:
+    # The segment's timestamps are the source's: seek by timestamp, not from its start.
+    return ["-seek_timestamp", "1", "-ss", f"{at:.6f}", "-i", path]
+
+
+def _scale_height(cfg: Config, info: probe.StreamInfo) -> int | None:
+    if cfg.max_height and info.height and info.height > cfg.max_height:
+        return cfg.max_height - cfg.max_height % 2
+    return None
+
+
+def _video_codec_args(cfg: Config, crf: int = 20) -> list[str]:
+    if cfg.output_format == "webm":
+        return ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8",
+                "-row-mt", "1", "-b:v", "0", "-crf", "33", "-pix_fmt", "yuv420p"]  # fmt: skip
+    return ["-c:v", "libx264", "-preset", "veryfast", "-crf", str(crf), "-pix_fmt", "yuv420p"]
+
+
+def _audio_codec_args(cfg: Config) -> list[str]:
+    if cfg.output_format == "webm":
+        return ["-c:a", "libopus", "-b:a", "96k"]
+    if cfg.output_format == "mp3":
+        return ["-c:a", "libmp3lame", "-q:a", "2"]
+    return ["-c:a", "aac", "-b:a", "128k"]
+
+
+def _container_args(cfg: Config) -> list[str]:
+    limit = ["-fs", str(cfg.max_output_bytes + 1)]
+    if cfg.output_format == "mp4":
+        return [*limit, "-movflags", "+faststart", "-f", "mp4"]
+    if cfg.output_format == "webm":
+        return [*limit, "-f", "webm"]
+    if cfg.output_format == "gif":
+        return [*limit, "-loop", "0", "-f", "gif"]
+    return [*limit, "-f", "mp3"]
+
+
+def _gif_filter(info: probe.StreamInfo, cfg: Config) -> str:
+    fps = min(GIF_MAX_FPS, round(info.frame_rate or GIF_MAX_FPS))
+    height = cfg.max_height or 10_000
+    scale = (
+        f"scale='min({GIF_MAX_WIDTH},iw)':'min({height},ih)':force_original_aspect_ratio=decrease"
+    )
+    return (
+        f"fps={fps},{scale}:flags=lanczos,split[a][b];"
+        "[a]palettegen=stats_mode=diff[p];[b][p]paletteuse=dither=bayer:bayer_scale=3"
+    )
+
+
+def _check(done_rc: int, tail: str, what: str) -> None:
+    if done_rc != 0:
+        raise WorkerError(Reason.INTERNAL_ERROR, f"{what} failed: {tail}")
+
+
+def reencode(cfg: Config, info: probe.StreamInfo, segment: str, out: str) -> None:
+    """Frame-exact: decode from the keyframe before start, encode [start, end)."""
+    args = _base(cfg) + _seek_input(segment, cfg.start) + ["-t", f"{cfg.duration:.6f}"]
+    fmt = cfg.output_format
+    if fmt == "gif":
+        args += ["-an", "-filter_complex", _gif_filter(info, cfg)]
+    elif fmt == "mp3":
+        args += ["-vn", *_audio_codec_args(cfg)]
+    else:
+        args += ["-map", "0:v:0", "-map", "0:a:0?", "-fps_mode", "passthrough"]
+        height = _scale_height(cfg, info)
+        if height:
+            args += ["-vf", f"scale=-2:{height}"]
+        args += _video_codec_args(cfg) + _audio_codec_args(cfg)
+    done = run([*args, *_container_args(cfg), out], cfg.process_timeout, "encoding the clip")
+    _check(done.returncode, done.tail(), "encoding the clip")
+
+
+def can_copy(cfg: Config, info: probe.StreamInfo) -> bool:
+    """Whether the segment's codecs fit the output container unchanged."""
+    if cfg.output_format not in _COPYABLE or _scale_height(cfg, info):
+        return False
+    videos, audios = _COPYABLE[cfg.output_format]
+    if cfg.output_format == "mp3":
+        return info.audio_codec in audios
+    video_ok = info.video_codec in videos
+    audio_ok = info.audio_codec is None or info.audio_codec in audios
+    return video_ok and audio_ok
+
+
+def stream_copy(cfg: Config, segment: str, out: str) -> None:
+    """Keyframe-aligned copy of [start, end)."""
+    args = _base(cfg) + _seek_input(segment, cfg.start) + ["-t", f"{cfg.duration:.6f}"]
+    if cfg.output_format == "mp3":
+        args += ["-vn", "-map", "0:a:0"]
+    else:
+        args += ["-map", "0:v:0", "-map", "0:a:0?"]
+    done = run([*args, "-c", "copy", *_container_args(cfg), out], cfg.process_timeout, "copy")
+    _check(done.returncode, done.tail(), "copying the clip")
+
+
+def _h264_profile(info: probe.StreamInfo) -> list[str]:
+    profile = (info.profile or "").lower()
+    for name in ("baseline", "main", "high"):
+        if name in profile and "10" not in profile and "4:4" not in profile:
+            return ["-profile:v", name]
+    return []
+
+
+def smart_cut(
+    cfg: Config, info: probe.StreamInfo, packets: probe.VideoPackets, segment: str, out: str
+) -> bool:
+    """Re-encode only the partial GOPs at both ends; False when the clip has no whole GOP."""
+    first = packets.first_keyframe_in(cfg.start - _EPS, cfg.end)
+    last = max((k for k in packets.keyframes if first is not None and first <= k < cfg.end),
+               default=None)  # fmt: skip
+    if first is None or last is None or last <= first:
+        return False
+    work = os.path.dirname(out)
+    parts: list[tuple[str, float]] = []
+    plan = [(cfg.start, first, "enc"), (first, last, "copy"), (last, cfg.end, "enc")]
+    for index, (t0, t1, how) in enumerate(plan):
+        frames = packets.frames_in(t0 - _EPS, t1 - _EPS)
+        if frames == 0:
+            continue
+        part = os.path.join(work, f"part{index}.ts")
+        args = [*_base(cfg), *_seek_input(segment, t0), "-map", "0:v:0", "-an"]
+        args += ["-frames:v", str(frames)]
+        if how == "copy":
+            args += ["-c:v", "copy"]
+        else:
+            args += _video_codec_args(cfg, crf=18) + _h264_profile(info)
+            args += ["-fps_mode", "passthrough", "-x264-params", "keyint=9999"]
+        done = run([*args, "-f", "mpegts", part], cfg.process_timeout, f"smart cut part {index}")
+        _check(done.returncode, done.tail(), f"smart cut part {index}")
+        parts.append((part, t1 - t0))
+    listing = os.path.join(work, "parts.ffconcat")
+    with open(listing, "w", encoding="utf-8") as handle:
+        handle.write("ffconcat version 1.0\n")
+        for part, length in parts:
+            handle.write(f"file '{os.path.basename(part)}'\nduration {length:.6f}\n")
+    args = [*_base(cfg), "-f", "concat", "-safe", "0", "-i", listing]
+    inputs = ["-map", "0:v:0"]
+    if info.audio_codec:
+        audio = os.path.join(work, "audio.m4a")
+        enc = [*_base(cfg), *_seek_input(segment, cfg.start), "-t", f"{cfg.duration:.6f}", "-vn"]
+        done = run([*enc, *_audio_codec_args(cfg), audio], cfg.process_timeout, "audio encode")
+        _check(done.returncode, done.tail(), "encoding the audio")
+        args += ["-i", audio]
+        inputs += ["-map", "1:a:0"]
+    done = run([*args, *inputs, "-c", "copy", *_container_args(cfg), out],
+               cfg.process_timeout, "smart cut concat")  # fmt: skip
+    _check(done.returncode, done.tail(), "joining the smart cut")
+    return True
+
+
+def cut(cfg: Config, segment: str, work_dir: str) -> CutResult:
+    """Make the clip file from the downloaded segment."""
+    info = probe.streams(segment, cfg.process_timeout)
+    fmt = cfg.output_format
+    if fmt == "mp3" and not info.audio_codec:
+        raise WorkerError(Reason.UNSUPPORTED_SOURCE, "the source has no audio track for mp3")
+    if fmt != "mp3" and not info.video_codec:
+        raise WorkerError(
+            Reason.UNSUPPORTED_SOURCE,
+            f"the source has no video track for {fmt}; use output format mp3",
+        )
+    out = os.path.join(work_dir, f"clip.{fmt}")
+    if cfg.mode == "fast" and can_copy(cfg, info):
+        stream_copy(cfg, segment, out)
+        return CutResult(out, "copy", None)
+    packets = probe.video_packets(segment, cfg.process_timeout) if info.video_codec else None
+    expected = packets.frames_in(cfg.start - _EPS, cfg.end - _EPS) if packets else None
+    smart_ok = (
+        cfg.mode == "accurate"
+        and fmt == "mp4"
+        and info.video_codec == "h264"
+        and info.pix_fmt == "yuv420p"
+        and packets is not None
+        and not _scale_height(cfg, info)
+    )
+    if smart_ok and packets is not None:
+        try:
+            if smart_cut(cfg, info, packets, segment, out):
+                got = probe.frame_count(out, cfg.process_timeout)
+                if got == expected:
+                    return CutResult(out, "smart", got)
+                log.warning("smart cut gave %s frames, expected %s; re-encoding", got, expected)
+        except WorkerError as exc:
+            if exc.reason is Reason.TIMEOUT:
+                raise
+            log.warning("smart cut failed (%s); re-encoding", exc.message)
+    reencode(cfg, info, segment, out)
+    return CutResult(out, "reencode", expected)

@@ -1,0 +1,244 @@
+"""Turn the source URL into media URLs FFmpeg can read: yt-dlp, then the duration."""
+
+from __future__ import annotations
+
+import logging
+import re
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from clip_worker.config import Config
+from clip_worker.result import Reason, WorkerError
+
+log = logging.getLogger("clip_worker")
+
+# Sites that throttle FFmpeg's range reads on progressive formats but serve HLS at speed.
+_PREFER_HLS_HOSTS = ("youtube.com", "youtu.be", "youtube-nocookie.com")
+_SUPPORTED_PROTOCOLS = ("http", "https", "m3u8", "m3u8_native")
+_MEDIA_TYPE = re.compile(r"^(video|audio)/|^application/(vnd\.apple\.|x-)?mpegurl", re.I)
+_HLS_TYPE = re.compile(r"mpegurl", re.I)
+# Headers yt-dlp hands over that FFmpeg must not repeat (it sets its own or cannot use them).
+_DROP_HEADERS = {"range", "accept-encoding", "host", "content-length", "connection"}
+
+
+@dataclass(frozen=True)
+class MediaInput:
+    """One URL FFmpeg reads, with the request headers the site expects."""
+
+    url: str
+    protocol: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Source:
+    """The resolved source: one input (muxed) or two (video + audio), and its length."""
+
+    inputs: tuple[MediaInput, ...]
+    duration: float | None
+    title: str | None
+    extractor: str
+
+
+def _opener(proxy_url: str) -> urllib.request.OpenerDirector:
+    return urllib.request.build_opener(
+        urllib.request.ProxyHandler({"http": proxy_url, "https": proxy_url})
+    )
+
+
+def _status_error(status: int, url: str) -> WorkerError | None:
+    if status in (404, 410):
+        return WorkerError(Reason.SOURCE_NOT_FOUND, f"HTTP {status} for {url}: the video is gone")
+    if status in (401, 403, 451):
+        return WorkerError(
+            Reason.SOURCE_FORBIDDEN, f"HTTP {status} for {url}: access to the video is refused"
+        )
+    return None
+
+
+def head_probe(url: str, proxy_url: str, timeout: float) -> tuple[str, str]:
+    """HEAD the URL through the egress proxy; return (final URL, content type).
+
+    Gone or forbidden sources fail here, before yt-dlp, with a clear reason. Servers
+    that do not answer HEAD (405, 501...) are left to yt-dlp.
+    """
+    request = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "clip-worker"})
+    try:
+        with _opener(proxy_url).open(request, timeout=timeout) as response:
+            return response.geturl(), response.headers.get("Content-Type", "")
+    except urllib.error.HTTPError as exc:
+        error = _status_error(exc.code, url)
+        if error is not None and not exc.headers.get("X-Clip-Refused"):
+            raise error from None
+        return url, ""
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        log.info("HEAD %s failed (%s); leaving it to yt-dlp", url, exc)
+        return url, ""
+
+
+def format_selector(cfg: Config) -> str:
+    """yt-dlp format selector: the user's, or the best at or under the height limit."""
+    if cfg.source_format:
+        return cfg.source_format
+    if cfg.output_format == "mp3":
+        return "ba/b"
+    if cfg.max_height:
+        h = cfg.max_height
+        return f"bv*[height<=?{h}]+ba/b[height<=?{h}]/bv*+ba/b"
+    return "bv*+ba/b"
+
+
+def ydl_options(cfg: Config, proxy_url: str, direct_media: bool) -> dict[str, Any]:
+    """Options for yt-dlp's extract_info(download=False)."""
+    sort: list[str] = []
+    if cfg.max_height:
+        sort.append(f"res:{cfg.max_height}")
+    host = (urlsplit(cfg.source_url).hostname or "").lower()
+    if any(host == h or host.endswith("." + h) for h in _PREFER_HLS_HOSTS):
+        sort.append("proto:m3u8")
+    opts: dict[str, Any] = {
+        "quiet": True,
+        "no_warnings": True,
+        "noprogress": True,
+        "noplaylist": True,
+        "playlist_items": "1",
+        "socket_timeout": cfg.network_timeout,
+        "proxy": proxy_url,
+        "format": format_selector(cfg),
+        "cachedir": False,
+        "extractor_retries": 1,
+        "logger": _QuietLogger(),
+    }
+    if sort:
+        opts["format_sort"] = sort
+    if direct_media:
+        # The generic extractor GETs a direct file only to read its headers; asking
+        # for one byte keeps it from pulling the start of the video for nothing.
+        opts["http_headers"] = {"Range": "bytes=0-0"}
+    return opts
+
+
+class _QuietLogger:
+    """yt-dlp logger: its chatter goes to debug, its errors are raised to us anyway."""
+
+    def debug(self, msg: str) -> None:
+        log.debug("yt-dlp: %s", msg)
+
+    def info(self, msg: str) -> None:
+        log.debug("yt-dlp: %s", msg)
+
+    def warning(self, msg: str) -> None:
+        log.debug("yt-dlp warning: %s", msg)
+
+    def error(self, msg: str) -> None:
+        log.debug("yt-dlp error: %s", msg)
+
+
+def _ydl_error(exc: Exception, url: str) -> WorkerError:
+    """Map a yt-dlp failure to a contract reason."""
+    cause: BaseException | None = exc
+    exc_info = getattr(exc, "exc_info", None)
+    if exc_info and exc_info[1] is not None:
+        cause = exc_info[1]
+    for _ in range(6):
+        if cause is None:
+            break
+        status = getattr(cause, "status", None) or getattr(cause, "code", None)
+        if isinstance(status, int):
+            error = _status_error(status, url)
+            if error is not None:
+                return error
+        name = type(cause).__name__
+        if "Timeout" in name or isinstance(cause, TimeoutError):
+            return WorkerError(Reason.TIMEOUT, f"timed out resolving {url}: {exc}")
+        if name in ("TransportError", "ConnectionError", "ProxyError") or isinstance(
+            cause, ConnectionError
+        ):
+            return WorkerError(Reason.NETWORK_ERROR, f"network error resolving {url}: {exc}")
+        cause = cause.__cause__ or cause.__context__
+    text = str(exc)
+    if "Unsupported URL" in text or "No video formats" in text or "Requested format" in text:
+        return WorkerError(
+            Reason.UNSUPPORTED_SOURCE, f"no video found at {url}: {text[-300:]}".strip()
+        )
+    if "timed out" in text.lower():
+        return WorkerError(Reason.TIMEOUT, f"timed out resolving {url}: {text[-300:]}")
+    return WorkerError(Reason.UNSUPPORTED_SOURCE, f"cannot resolve {url}: {text[-400:]}")
+
+
+def _media_inputs(info: dict[str, Any]) -> tuple[MediaInput, ...]:
+    formats = info.get("requested_formats") or [info]
+    inputs = []
+    for fmt in formats:
+        url = fmt.get("url")
+        protocol = str(fmt.get("protocol") or "https")
+        if not url:
+            raise WorkerError(Reason.UNSUPPORTED_SOURCE, "yt-dlp found no media URL")
+        if protocol not in _SUPPORTED_PROTOCOLS:
+            raise WorkerError(
+                Reason.UNSUPPORTED_SOURCE,
+                f"format {fmt.get('format_id')} uses protocol {protocol!r}, which the worker "
+                "cannot seek in; choose an http or HLS format (spec.source.format)",
+            )
+        headers = {
+            str(k): str(v)
+            for k, v in (fmt.get("http_headers") or {}).items()
+            if str(k).lower() not in _DROP_HEADERS
+        }
+        if fmt.get("cookies"):
+            headers["Cookie"] = str(fmt["cookies"])
+        inputs.append(MediaInput(url=str(url), protocol=protocol, headers=headers))
+    return tuple(inputs)
+
+
+def extract(cfg: Config, url: str, proxy_url: str, direct_media: bool) -> Source:
+    """Run yt-dlp's extractor without downloading."""
+    import yt_dlp
+
+    try:
+        with yt_dlp.YoutubeDL(ydl_options(cfg, proxy_url, direct_media)) as ydl:
+            info = ydl.extract_info(url, download=False)
+    except Exception as exc:
+        raise _ydl_error(exc, url) from None
+    if not isinstance(info, dict):
+        raise WorkerError(Reason.UNSUPPORTED_SOURCE, f"yt-dlp returned nothing for {url}")
+    if info.get("_type") == "playlist":
+        entries = [e for e in info.get("entries") or [] if e]
+        if not entries:
+            raise WorkerError(Reason.UNSUPPORTED_SOURCE, f"no video in the playlist at {url}")
+        info = entries[0]
+    if info.get("is_live"):
+        raise WorkerError(Reason.UNSUPPORTED_SOURCE, f"{url} is a live stream; clip a VOD")
+    duration = info.get("duration")
+    return Source(
+        inputs=_media_inputs(info),
+        duration=float(duration) if isinstance(duration, int | float) and duration > 0 else None,
+        title=info.get("title"),
+        extractor=str(info.get("extractor_key") or info.get("extractor") or "unknown"),
+    )
+
+
+def header_args(media: MediaInput) -> list[str]:
+    """FFmpeg input options carrying the site's request headers."""
+    args: list[str] = []
+    headers = dict(media.headers)
+    agent = next((headers.pop(k) for k in list(headers) if k.lower() == "user-agent"), None)
+    if agent:
+        args += ["-user_agent", agent]
+    if headers:
+        args += ["-headers", "".join(f"{k}: {v}\r\n" for k, v in headers.items())]
+    return args
+
+
+def resolve(cfg: Config, proxy_url: str) -> Source:
+    """HEAD probe, then yt-dlp extraction.
+
+    A direct file has no duration in yt-dlp; the download step's FFmpeg reads it from
+    the index it fetches anyway (a separate ffprobe would fetch the index twice).
+    """
+    final_url, content_type = head_probe(cfg.source_url, proxy_url, cfg.network_timeout)
+    direct = bool(_MEDIA_TYPE.match(content_type)) and not _HLS_TYPE.search(content_type)
+    return extract(cfg, final_url, proxy_url, direct)
