@@ -11,6 +11,7 @@ paths tests need:
 - `/_status/<code>`: answers with that status (404, 403, 410, 500...)
 - `/_page.html`: an HTML page with no video in it
 - `/_redirect?to=<url>`: 302 to `to`
+- `/_stall?seconds=N`: sends nothing for N seconds (at most 60), then closes
 - `/_stats`: JSON {path: {"bytes": n, "requests": n}}; `/_stats/reset` clears it
 
 Byte counts are body bytes handed to the socket. The socket's send buffer is kept
@@ -128,6 +129,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Location", target)
             self.send_header("Content-Length", "0")
             self.end_headers()
+        elif path == "/_stall":
+            seconds = min(60.0, float(parse_qs(parts.query).get("seconds", ["30"])[0]))
+            self.server.stalled.wait(seconds)
+            self.close_connection = True
         elif path.startswith("/_stats"):
             if path == "/_stats/reset":
                 self.server.stats.reset()
@@ -201,12 +206,17 @@ class MediaHTTPServer(ThreadingHTTPServer):
         self.root = Path(root).resolve()
         self.stats = Stats()
         self.verbose = verbose
+        self.stalled = threading.Event()  # set it to release stalled requests early
         super().__init__((bind, port), _Handler)
 
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
         return f"http://{host!s}:{port}"
+
+    def shutdown(self) -> None:
+        self.stalled.set()
+        super().shutdown()
 
     def start(self) -> threading.Thread:
         """Serve in a daemon thread (stop with `shutdown()` then `server_close()`)."""
