@@ -31,7 +31,8 @@ _BUCKET_CODES = {"NoSuchBucket", "404"}
 def content_disposition(filename: str) -> str:
     """`attachment` with an ASCII fallback name and the exact UTF-8 name (RFC 6266)."""
     folded = unicodedata.normalize("NFKD", filename).encode("ascii", "ignore").decode()
-    fallback = re.sub(r"[^A-Za-z0-9._ -]+", "_", folded).strip() or "clip"
+    fallback = re.sub(r"[^A-Za-z0-9._ -]+", "_", folded)
+    fallback = re.sub(r"\s+", " ", fallback).strip() or "clip"
     encoded = quote(filename, safe="")
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}"
 

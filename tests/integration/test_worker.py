@@ -111,7 +111,7 @@ def test_format_and_mode_give_playable_clip_of_right_length(
     clip = tmp_path / f"out.{fmt}"
     obj = _download(s3_server, s3_bucket, key, clip)
     assert obj["ContentType"] == CONTENT_TYPES[fmt]
-    assert 'filename="Chorus  take 1.' in obj["ContentDisposition"]
+    assert 'filename="Chorus take 1.' in obj["ContentDisposition"]
     assert "filename*=UTF-8''Chorus%20%E2%80%93%20take%201." in obj["ContentDisposition"]
     r = run.result
     assert r["bucket"] == s3_bucket and r["key"] == key
