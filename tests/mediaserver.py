@@ -189,7 +189,7 @@ class _Handler(BaseHTTPRequestHandler):
                     break
                 try:
                     self.wfile.write(chunk)
-                except (BrokenPipeError, ConnectionResetError):
+                except OSError:  # the client hung up (or TLS closed) mid-body
                     self.close_connection = True
                     return
                 self.server.stats.sent(path, len(chunk))

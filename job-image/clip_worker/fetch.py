@@ -38,6 +38,9 @@ def fetch_args(cfg: Config, source: Source, proxy_url: str, out_path: str) -> li
         args += ["-rw_timeout", str(int(cfg.network_timeout * 1_000_000))]
         args += ["-http_proxy", proxy_url, "-protocol_whitelist", PROTOCOLS]
         args += ["-recv_buffer_size", str(RECV_BUFFER)]
+        if media.url.lower().startswith("https:"):
+            # FFmpeg does not check certificates unless asked (system trust store).
+            args += ["-tls_verify", "1"]
         if media.protocol.startswith("m3u8"):
             args += ["-probesize", str(PROBE_BYTES_HLS), "-analyzeduration", str(PROBE_US)]
         else:
@@ -82,6 +85,10 @@ def classify_failure(done: Completed, proxy: EgressProxy) -> WorkerError:
     if proxy.log.upstream_errors:
         return WorkerError(Reason.NETWORK_ERROR, proxy.log.upstream_errors[-1])
     lowered = text.lower()
+    if "certificate" in lowered:
+        return WorkerError(
+            Reason.UNSUPPORTED_SOURCE, f"the source's TLS certificate did not verify: {tail}"
+        )
     if "timed out" in lowered or "timeout" in lowered:
         return WorkerError(Reason.TIMEOUT, f"the source stopped answering: {tail}")
     if code.startswith("5") or "connection refused" in lowered or "connection reset" in lowered:
