@@ -13,6 +13,10 @@ cri-client csi-translation-lib dynamic-resource-allocation endpointslice externa
 kube-aggregator kube-controller-manager kube-proxy kube-scheduler kubectl kubelet metrics
 mount-utils pod-security-admission sample-apiserver"
 components=("$@")
+# Serialise concurrent builds (tests, hack/cluster and developers may start one at once).
+mkdir -p "$CLIP_CACHE"
+exec 9>"$CLIP_CACHE/.build.lock"
+if ! flock -n 9; then log "another build is running; waiting for it"; flock 9; fi
 [ ${#components[@]} -gt 0 ] || components=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl)
 
 build_etcd() {
@@ -35,7 +39,8 @@ GO
   (cd "$mod" && [ -f go.mod ] || (cd "$mod" && go mod init clip-operator.local/etcd >/dev/null 2>&1))
   (cd "$mod" && go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" && go mod tidy)
   log "etcd $ETCD_VERSION: compiling"
-  (cd "$mod" && go build -trimpath -ldflags "-s -w" -o "$ETCD_BIN/etcd" .)
+  (cd "$mod" && go build -trimpath -ldflags "-s -w" -o "$ETCD_BIN/etcd.tmp.$$" .)
+  mv "$ETCD_BIN/etcd.tmp.$$" "$ETCD_BIN/etcd"
   log "etcd $ETCD_VERSION: built $ETCD_BIN/etcd"
 }
 
@@ -88,8 +93,8 @@ build_k8s() {
   log "$name $KUBE_VERSION: compiling (cold: many minutes on 2 cores; the Go build cache makes it fast next time)"
   local t0=$SECONDS
   (cd "$K8S_MOD" && go build -trimpath -tags selinux,notest -ldflags "$ld" \
-      -o "$K8S_BIN/$name.tmp" "k8s.io/kubernetes/cmd/$name")
-  mv "$K8S_BIN/$name.tmp" "$K8S_BIN/$name"
+      -o "$K8S_BIN/$name.tmp.$$" "k8s.io/kubernetes/cmd/$name")
+  mv "$K8S_BIN/$name.tmp.$$" "$K8S_BIN/$name"
   log "$name $KUBE_VERSION: built $K8S_BIN/$name in $((SECONDS - t0))s"
 }
 

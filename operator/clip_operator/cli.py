@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from .config import ENV_PREFIX, ConfigError, OperatorConfig, load_config
 
@@ -56,7 +57,6 @@ def _fail(message: str) -> int:
 def check_cluster() -> str | None:
     """One-line reason why the Kubernetes API or the ClipJob CRD is unusable, or None."""
     from kubernetes import client, config
-    from kubernetes.client.exceptions import ApiException
 
     try:
         try:
@@ -67,6 +67,20 @@ def check_cluster() -> str | None:
         return f"no Kubernetes credentials ({exc}); set KUBECONFIG or run in a Pod"
     api = client.ApiClient()
     host = api.configuration.host
+    # One clear line instead of urllib3's retry warnings: this is a single probe.
+    api.configuration.retries = 0
+    urllib3_log = logging.getLogger("urllib3")
+    level = urllib3_log.level
+    urllib3_log.setLevel(logging.ERROR)
+    try:
+        return _probe(client, api, host)
+    finally:
+        urllib3_log.setLevel(level)
+
+
+def _probe(client: Any, api: Any, host: str) -> str | None:
+    from kubernetes.client.exceptions import ApiException
+
     try:
         client.VersionApi(api).get_code(_request_timeout=5)
     except ApiException as exc:

@@ -15,7 +15,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from . import events, metrics
+from . import metrics
 from .builders import (
     LABEL_MANAGED_BY,
     MANAGED_BY,
@@ -26,6 +26,7 @@ from .builders import (
     resolve_bucket,
 )
 from .config import OperatorConfig
+from .events import EventPoster
 from .kube import Kube
 from .models import TERMINAL_PHASES, ClipJobSpec, InvalidSpec, Phase, parse_spec
 from .presign import Presigner
@@ -98,6 +99,7 @@ class Reconciler:
         self.kube = kube
         self.config = config
         self.presigner = presigner
+        self.events = EventPoster(kube.core)
         self.store = Store()
         self.admission = asyncio.Lock()
         self.wake = asyncio.Event()  # set when a slot frees up or work is waiting
@@ -151,7 +153,7 @@ class Reconciler:
                 await self._write(
                     body, self._terminal_status(body, Phase.FAILED, "InvalidSpec", str(exc))
                 )
-                events.warn(body, reason="InvalidSpec", message=str(exc))
+                self.events.warn(body, reason="InvalidSpec", message=str(exc))
                 metrics.JOB_LATENCY.labels("error").observe(self._age(body))
             return
         if spec.deletion_policy == "Delete" and FINALIZER not in body["metadata"].get(
@@ -176,7 +178,7 @@ class Reconciler:
                 "(CLIP_OPERATOR_S3_BUCKET / Helm value s3.bucket)"
             )
             await self._write(body, self._terminal_status(body, Phase.FAILED, "InvalidSpec", msg))
-            events.warn(body, reason="InvalidSpec", message=msg)
+            self.events.warn(body, reason="InvalidSpec", message=msg)
             return
         async with self.admission:
             waiting = self.store.waiting()
@@ -209,7 +211,7 @@ class Reconciler:
         name = manifest["metadata"]["name"]
         try:
             job = await self.kube.create_job(ref.namespace, manifest)
-            events.info(body, reason="JobCreated", message=f"created Job {name}")
+            self.events.info(body, reason="JobCreated", message=f"created Job {name}")
             if not (body.get("status") or {}).get("queuedAt"):
                 metrics.JOBS_QUEUED_TOTAL.inc()
             return job
@@ -225,7 +227,7 @@ class Reconciler:
             "delete it or recreate the ClipJob under another name"
         )
         await self._write(body, self._terminal_status(body, Phase.FAILED, "JobConflict", msg))
-        events.warn(body, reason="JobConflict", message=msg)
+        self.events.warn(body, reason="JobConflict", message=msg)
         return None
 
     # -- following ------------------------------------------------------------------------
@@ -269,7 +271,7 @@ class Reconciler:
                 desired["url"], desired["urlExpiresAt"] = url, expires
             except Exception as exc:  # the clip exists; the loop retries the URL
                 log.warning("presigning %s/%s failed: %s", ref.namespace, ref.name, exc)
-                events.warn(body, reason="PresignFailed", message=str(exc))
+                self.events.warn(body, reason="PresignFailed", message=str(exc))
         desired["conditions"] = build_conditions(
             obs.phase,
             obs.reason,
@@ -293,10 +295,10 @@ class Reconciler:
         result: dict[str, Any] | None,
     ) -> None:
         if phase == Phase.FAILED:
-            events.warn(body, reason=reason, message=message)
+            self.events.warn(body, reason=reason, message=message)
             metrics.JOB_LATENCY.labels("error").observe(self._age(body))
         else:
-            events.info(body, reason=phase.value, message=message)
+            self.events.info(body, reason=phase.value, message=message)
         if phase == Phase.SUCCEEDED:
             metrics.JOB_LATENCY.labels("done").observe(self._age(body))
             if result:
@@ -324,7 +326,7 @@ class Reconciler:
         }
         if await self._write(body, desired) and first:
             metrics.JOBS_QUEUED_TOTAL.inc()
-            events.info(body, reason="Queued", message=message)
+            self.events.info(body, reason="Queued", message=message)
 
     def _terminal_status(
         self, body: dict[str, Any], phase: Phase, reason: str, message: str
@@ -410,17 +412,17 @@ class Reconciler:
                 await self.presigner.delete(
                     ref, spec, resolve_bucket(spec, self.config) or "", object_key(ref, spec)
                 )
-                events.info(body, reason="ObjectDeleted", message="deleted the clip from S3")
+                self.events.info(body, reason="ObjectDeleted", message="deleted the clip from S3")
             except Exception as exc:
                 if waited < self.config.delete_retry_limit_seconds:
                     msg = (
                         f"could not delete the clip from S3 ({exc}); retrying for up to "
                         f"{self.config.delete_retry_limit_seconds} s after deletion"
                     )
-                    events.warn(body, reason="DeleteFailed", message=msg)
+                    self.events.warn(body, reason="DeleteFailed", message=msg)
                     await self._write(body, {"reason": "DeleteFailed", "message": msg})
                     return  # the loop retries
-                events.warn(
+                self.events.warn(
                     body,
                     reason="DeleteAbandoned",
                     message=f"gave up deleting the clip from S3 after {int(waited)} s: {exc}",

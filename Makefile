@@ -1,0 +1,50 @@
+# clip-operator developer targets. `make help` lists them.
+SHELL := /bin/bash
+PYTEST ?= python3 -m pytest
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+
+setup: ## install Debian and Python packages and build the Go binaries (cached)
+	hack/setup.sh
+
+lint: ## ruff check, ruff format --check, mypy
+	ruff check .
+	ruff format --check .
+	mypy
+
+test: setup ## THE test command: setup, lint, then every test tier this machine can run
+	$(MAKE) lint
+	$(PYTEST) tests $(PYTEST_ARGS)
+
+test-unit: ## unit tests only (no infrastructure)
+	$(PYTEST) tests/unit $(PYTEST_ARGS)
+
+test-integration: setup ## control plane, S3, FFmpeg tiers
+	$(PYTEST) tests/integration $(PYTEST_ARGS)
+
+cluster-up: ## start the local control plane (.cluster/kubeconfig)
+	hack/cluster up
+
+cluster-down: ## stop it and remove its state
+	hack/cluster down
+
+s3-up: ## start the local S3 server (versitygw) on 127.0.0.1:7070
+	hack/s3.sh start
+
+s3-down: ## stop it
+	hack/s3.sh stop
+
+images: ## build the job and operator images with a local Docker daemon
+	hack/setup.sh --images
+
+demo: ## the quick start: a real clip, end to end, on the local cluster
+	hack/demo
+
+demo-down: ## tear the demo down
+	hack/demo down
+
+.PHONY: help setup lint test test-unit test-integration cluster-up cluster-down s3-up s3-down images demo demo-down

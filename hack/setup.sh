@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Install everything the tests and the demo need, from nothing; fast when already done.
+#   Debian packages: ffmpeg (worker), prometheus (promtool + server for the observability
+#   tier), curl/openssl (hack/cluster), debootstrap + docker.io (images, when wanted).
+#   Python: this project with its dev extras (pip install -e ".[dev]").
+#   Go-built binaries (cached in $CLIP_CACHE): etcd, kube-apiserver, kube-controller-manager,
+#   kubectl, versitygw.
+# Usage: hack/setup.sh [--no-build] [--images]
+source "$(dirname "$0")/lib.sh"
+
+want_build=1; want_images=0
+for arg in "$@"; do
+  case "$arg" in
+    --no-build) want_build=0 ;;
+    --images) want_images=1 ;;
+    *) die "unknown option $arg" ;;
+  esac
+done
+
+apt_pkgs=()
+command -v ffmpeg >/dev/null || apt_pkgs+=(ffmpeg)
+command -v promtool >/dev/null || apt_pkgs+=(prometheus)
+command -v curl >/dev/null || apt_pkgs+=(curl)
+command -v openssl >/dev/null || apt_pkgs+=(openssl)
+if (( want_images )); then
+  command -v debootstrap >/dev/null || apt_pkgs+=(debootstrap)
+  command -v dockerd >/dev/null || apt_pkgs+=(docker.io)
+fi
+if (( ${#apt_pkgs[@]} )); then
+  command -v apt-get >/dev/null || die "missing ${apt_pkgs[*]} and no apt-get: install them yourself"
+  log "installing Debian packages: ${apt_pkgs[*]}"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -q >&2
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${apt_pkgs[@]}" >&2
+else
+  log "Debian packages: present"
+fi
+
+stamp="$CLIP_CACHE/pip-$(sha256sum "$REPO_ROOT/pyproject.toml" | cut -c1-12)-$(python3 -c 'import sys;print(sys.prefix.replace("/","_"))')"
+if [ -f "$stamp" ] && python3 -c "import clip_operator, clip_worker" 2>/dev/null; then
+  log "Python packages: present"
+else
+  log "installing Python packages: pip install -e .[dev]"
+  python3 -m pip install -q --disable-pip-version-check -e "$REPO_ROOT[dev]" >&2
+  mkdir -p "$CLIP_CACHE" && touch "$stamp"
+fi
+
+if (( want_build )); then
+  command -v go >/dev/null || die "Go is needed to build Kubernetes and versitygw from the module proxy"
+  "$HACK_DIR/build-k8s.sh" etcd kube-apiserver kube-controller-manager kubectl
+  "$HACK_DIR/s3.sh" build >/dev/null
+fi
+if (( want_images )); then
+  "$HACK_DIR/images.sh"
+fi
+log "setup done"
