@@ -16,6 +16,7 @@ from tests.plugins.media import (
     extract_frame,
     ffprobe_json,
     first_frame,
+    last_frame,
     media_duration,
     psnr,
     run_worker,
@@ -146,17 +147,29 @@ def test_format_and_mode_give_playable_clip_of_right_length(
         assert r["cutPath"] == "smart"
 
 
+def _match_scores(source: Path, index: int, image: Path, tmp: Path) -> dict[int, float]:
+    """PSNR of `image` against source frames index-1, index, index+1."""
+    scores = {}
+    for offset in (-1, 0, 1):
+        reference = tmp / f"src{index + offset}.png"
+        extract_frame(source, index + offset, reference)
+        scores[offset] = psnr(reference, image)
+    return scores
+
+
 @pytest.mark.parametrize(
-    ("source", "fmt", "cut_path"),
+    ("source", "start", "fmt", "cut_path"),
     [
-        ("faststart", "mp4", "smart"),
-        ("moov_end", "mp4", "smart"),
-        ("hls", "mp4", "smart"),
-        ("faststart", "webm", "reencode"),
+        ("faststart", START, "mp4", "smart"),
+        ("moov_end", START, "mp4", "smart"),
+        ("hls", START, "mp4", "smart"),
+        ("bframes", 23.4, "mp4", "smart"),
+        ("faststart", START, "webm", "reencode"),
     ],
 )
-def test_accurate_first_frame_is_the_requested_one_and_frame_count_exact(
+def test_accurate_first_and_last_frames_are_the_requested_ones(
     source: str,
+    start: float,
     fmt: str,
     cut_path: str,
     media: MediaSet,
@@ -169,8 +182,8 @@ def test_accurate_first_frame_is_the_requested_one_and_frame_count_exact(
     env = _env(
         media_server,
         getattr(media, source),
-        START,
-        START + LENGTH,
+        start,
+        start + LENGTH,
         CLIP_OUTPUT_FORMAT=fmt,
         **_s3_env(s3_server, s3_bucket, key),
     )
@@ -180,15 +193,17 @@ def test_accurate_first_frame_is_the_requested_one_and_frame_count_exact(
     clip = tmp_path / f"clip.{fmt}"
     _download(s3_server, s3_bucket, key, clip)
     assert decoded_frames(clip) == round(LENGTH * FPS)
+    reference = media.path(media.bframes if source == "bframes" else media.faststart)
     first_frame(clip, tmp_path / "first.png")
-    index = round(START * FPS)
-    scores = {}
-    for offset in (-1, 0, 1):
-        extract_frame(media.path(media.faststart), index + offset, tmp_path / f"src{offset}.png")
-        scores[offset] = psnr(tmp_path / f"src{offset}.png", tmp_path / "first.png")
-    print(f"PSNR first frame vs source frames {index - 1}..{index + 1}: {scores}")
-    assert scores[0] >= PSNR_MIN_DB, scores
-    assert scores[-1] < PSNR_MIN_DB and scores[1] < PSNR_MIN_DB, scores
+    last_frame(clip, tmp_path / "last.png")
+    first = _match_scores(reference, round(start * FPS), tmp_path / "first.png", tmp_path)
+    last = _match_scores(
+        reference, round((start + LENGTH) * FPS) - 1, tmp_path / "last.png", tmp_path
+    )
+    print(f"{source}/{fmt} PSNR vs source frames (-1, 0, +1): first {first}, last {last}")
+    for scores in (first, last):
+        assert scores[0] >= PSNR_MIN_DB, scores
+        assert scores[-1] < PSNR_MIN_DB and scores[1] < PSNR_MIN_DB, scores
 
 
 def test_video_without_audio_and_audio_only(

@@ -38,7 +38,8 @@ class MediaSpec:
     preset: str = "ultrafast"
     audio_rate: int = 48000
     hls_segment_seconds: int = 4
-    recipe: int = 1
+    bframes_seconds: int = 60
+    recipe: int = 2
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
@@ -56,6 +57,7 @@ class MediaSet:
     video_only: str = "video_only.mp4"
     audio_only: str = "audio_only.m4a"
     garbage: str = "garbage.mp4"  # served as video/mp4, but random bytes
+    bframes: str = "bframes.mp4"  # 1 minute with B-frames (reordered packets), like most sites
     extra: dict[str, str] = field(default_factory=dict)
 
     def path(self, name: str) -> Path:
@@ -97,6 +99,14 @@ def generate(spec: MediaSpec, root: Path) -> None:
         "-i", str(src), "-c", "copy", "-f", "hls", "-hls_time", str(s.hls_segment_seconds),
         "-hls_playlist_type", "vod", "-hls_segment_filename", str(root / "hls" / "seg%04d.ts"),
         str(root / "hls" / "index.m3u8"),
+    )  # fmt: skip
+    _ffmpeg(
+        "-f", "lavfi", "-i", f"testsrc2=size={s.width}x{s.height}:rate={s.fps}",
+        "-f", "lavfi", "-i", f"sine=frequency=660:sample_rate={s.audio_rate}",
+        "-t", str(s.bframes_seconds), "-map", "0:v", "-map", "1:a",
+        "-c:v", "libx264", "-preset", s.preset, "-bf", "3", "-crf", str(s.crf),
+        "-pix_fmt", "yuv420p", "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0",
+        "-c:a", "aac", "-b:a", "64k", "-movflags", "+faststart", str(root / "bframes.mp4"),
     )  # fmt: skip
     (root / "garbage.mp4").write_bytes(hashlib.sha256(b"x").digest() * 32768)
 
@@ -166,6 +176,11 @@ def extract_frame(source: str | Path, index: int, out: str | Path) -> None:
 
 def first_frame(source: str | Path, out: str | Path) -> None:
     _ffmpeg("-i", str(source), "-frames:v", "1", str(out))
+
+
+def last_frame(source: str | Path, out: str | Path) -> None:
+    """The last decoded frame (decodes the final second, keeps overwriting one image)."""
+    _ffmpeg("-sseof", "-1", "-i", str(source), "-update", "1", str(out))
 
 
 # ---- running the worker like the Job does -----------------------------------------------
