@@ -40,8 +40,7 @@ def test_health_of_fixture(fixture: Path) -> None:
 
 def test_every_phase_and_missing_status_is_covered() -> None:
     seen = {
-        (yaml.safe_load(f.read_text())["object"].get("status") or {}).get("phase")
-        for f in FIXTURES
+        (yaml.safe_load(f.read_text())["object"].get("status") or {}).get("phase") for f in FIXTURES
     }
     assert {None, "Queued", "Running", "Succeeded", "Failed"} <= seen
 
