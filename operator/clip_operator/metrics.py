@@ -71,7 +71,9 @@ WORKER_BYTES_TOTAL = Counter(
 )
 
 RESULTS = ("success", "error", "retry", "permanent")
-HANDLERS = ("create", "job_event", "pod_event", "delete", "loop")
+# The `handler` label values the operator uses (tests/unit/test_metrics.py keeps this in
+# sync with the code): ClipJob watch events, Job/Pod watch events, the operator-wide loop.
+HANDLERS = ("clipjob_event", "job_event", "loop")
 WORKER_PHASES = ("download", "encode", "upload", "total")
 
 

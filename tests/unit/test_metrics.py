@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -108,6 +109,18 @@ def test_seed_metrics_keep_their_names() -> None:
     }
     # The seed's buckets are still there, extended upwards.
     assert {"0.5", "1.0", "2.5", "5.0", "10.0", "30.0", "300.0", "+Inf"} <= bounds
+
+
+def test_handler_labels_match_the_operator_code() -> None:
+    """HANDLERS (pre-created series, dashboards, docs) are the labels the code really uses."""
+    source = "\n".join(
+        path.read_text(encoding="utf-8")
+        for path in Path(metrics.__file__).parent.glob("*.py")
+        if path.name != "metrics.py"
+    )
+    used = set(re.findall(r'(?:reconcile_logged\([^)]*?|observe_reconcile\()\s*"(\w+)"', source))
+    assert used, "found no handler labels in the operator code"
+    assert used == set(metrics.HANDLERS)
 
 
 def test_known_series_exist_before_first_use() -> None:
