@@ -146,14 +146,22 @@ def style_axes(ax: Axes, title: str) -> None:
         spine.set_color("#2c3235")
 
 
-def draw_timeseries(ax: Axes, panel: dict[str, Any], series: list[tuple[str, Any]]) -> None:
+def draw_timeseries(
+    ax: Axes, panel: dict[str, Any], series: list[tuple[str, Any]], step: float
+) -> None:
     defaults = panel["fieldConfig"]["defaults"]
     unit = defaults.get("unit", "short")
     stacked = defaults.get("custom", {}).get("stacking", {}).get("mode") == "normal"
     base: dict[float, float] = {}
     for i, (name, values) in enumerate(series):
-        xs = [float(t) for t, _ in values]
-        ys = [float(v) for _, v in values]
+        xs: list[float] = []
+        ys: list[float] = []
+        for t, v in values:
+            if xs and float(t) - xs[-1] > 2 * step:  # a gap (no samples): no line across it
+                xs.append(xs[-1] + step)
+                ys.append(math.nan)
+            xs.append(float(t))
+            ys.append(float(v))
         if stacked:
             ys = [y + base.get(x, 0.0) for x, y in zip(xs, ys, strict=True)]
             base.update(zip(xs, ys, strict=True))
@@ -163,9 +171,10 @@ def draw_timeseries(ax: Axes, panel: dict[str, Any], series: list[tuple[str, Any
         low, high = ax.get_ylim()
         if "min" in defaults:
             low = float(defaults["min"])
-        for step in defaults.get("thresholds", {}).get("steps", []):
-            if step["value"] is not None and step["value"] <= high:
-                ax.axhline(step["value"], color=COLORS.get(step["color"]), linestyle="--", lw=1)
+        for level in defaults.get("thresholds", {}).get("steps", []):
+            if level["value"] is not None and level["value"] <= high:
+                color = COLORS.get(level["color"])
+                ax.axhline(level["value"], color=color, linestyle="--", lw=1)
         ax.set_ylim(low, high)  # like Grafana: a threshold line does not stretch the axis
     ax.yaxis.set_major_formatter(lambda v, _pos: fmt_value(v, unit))
     ax.xaxis.set_major_formatter(clock)
@@ -289,7 +298,7 @@ def render(
                         (legend(target.get("legendFormat", ""), s["metric"]), s["values"])
                     )
             n = len(series)
-            draw_timeseries(ax, panel, series)
+            draw_timeseries(ax, panel, series, step)
         shown[panel["title"]] = n
     fig.savefig(out, dpi=80, facecolor=BG)
     plt.close(fig)
