@@ -1,0 +1,3 @@
+module clip-operator.local/pause
+
+go 1.21
