@@ -103,11 +103,13 @@ def legend(fmt: str, metric: dict[str, str]) -> str:
     return re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: metric.get(m.group(1), ""), fmt)
 
 
-def fmt_value(value: float, unit: str) -> str:
+def fmt_value(value: float, unit: str, decimals: int | None = None) -> str:
     if math.isnan(value):
         return "NaN"
+    if decimals is not None and unit in ("short", "none"):
+        return f"{value:.{decimals}f}"
     if unit == "percentunit":
-        return f"{value * 100:.1f}%"
+        return f"{value * 100:.2f}%" if abs(value) < 0.01 else f"{value * 100:.1f}%"
     if unit == "s":
         if value >= 3600:
             return f"{value / 3600:.1f} h"
@@ -162,10 +164,13 @@ def draw_timeseries(
                 ys.append(math.nan)
             xs.append(float(t))
             ys.append(float(v))
+        color = PALETTE[i % len(PALETTE)]
         if stacked:
-            ys = [y + base.get(x, 0.0) for x, y in zip(xs, ys, strict=True)]
+            below = [base.get(x, 0.0) for x in xs]
+            ys = [y + b for y, b in zip(ys, below, strict=True)]
             base.update(zip(xs, ys, strict=True))
-        ax.plot(xs, ys, color=PALETTE[i % len(PALETTE)], linewidth=1.2, label=name)
+            ax.fill_between(xs, below, ys, color=color, alpha=0.35, linewidth=0)
+        ax.plot(xs, ys, color=color, linewidth=1.2, label=name)
     mode = defaults.get("custom", {}).get("thresholdsStyle", {}).get("mode", "off")
     if mode != "off" and series:
         low, high = ax.get_ylim()
@@ -173,8 +178,8 @@ def draw_timeseries(
             low = float(defaults["min"])
         for level in defaults.get("thresholds", {}).get("steps", []):
             if level["value"] is not None and level["value"] <= high:
-                color = COLORS.get(level["color"])
-                ax.axhline(level["value"], color=color, linestyle="--", lw=1)
+                line = COLORS.get(level["color"], level["color"])
+                ax.axhline(level["value"], color=line, linestyle="--", lw=1)
         ax.set_ylim(low, high)  # like Grafana: a threshold line does not stretch the axis
     ax.yaxis.set_major_formatter(lambda v, _pos: fmt_value(v, unit))
     ax.xaxis.set_major_formatter(clock)
@@ -192,7 +197,8 @@ def draw_stat(ax: Axes, panel: dict[str, Any], value: float | None) -> None:
         ax.text(0.5, 0.45, "No data", color=MUTED, ha="center", va="center", fontsize=12)
         return
     color = threshold_color(value, panel)
-    ax.text(0.5, 0.42, fmt_value(value, unit), color=color, ha="center", va="center", fontsize=20)
+    text = fmt_value(value, unit, panel["fieldConfig"]["defaults"].get("decimals"))
+    ax.text(0.5, 0.42, text, color=color, ha="center", va="center", fontsize=20)
 
 
 def draw_gauge(ax: Axes, panel: dict[str, Any], value: float | None) -> None:
