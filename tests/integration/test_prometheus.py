@@ -3,7 +3,7 @@
 Prometheus (Debian's /usr/bin/prometheus, started by hack/prometheus.sh on 127.0.0.1 with its
 own config and data directory) scrapes the operator every second and evaluates alerts.yaml,
 while the operator processes ClipJobs on the local control plane: some succeed, some fail,
-some wait for a slot, Job creation is refused for a while (a ResourceQuota) and the
+some wait for a slot, Job creation is refused for a while (a ValidatingAdmissionPolicy) and the
 operator is killed and restarted with Jobs in flight. Then every panel query and every
 alert condition is evaluated through Prometheus' HTTP API and must return data, and the
 dashboards are rendered to PNG from that data (CLIP_UPDATE_DASHBOARD_PNGS=1 writes them to
@@ -12,6 +12,7 @@ docs/dashboards/).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -351,6 +352,7 @@ def test_dashboards_and_alerts_on_real_prometheus(
     # The dashboards drawn from this data: every panel shows at least one series.
     out = tmp_path / "png"
     out.mkdir()
+    can_render = importlib.util.find_spec("matplotlib") is not None
     rendered = subprocess.run(
         [
             sys.executable,
@@ -369,7 +371,7 @@ def test_dashboards_and_alerts_on_real_prometheus(
         text=True,
         timeout=120,
     )
-    assert rendered.returncode == 0, rendered.stderr
+    assert rendered.returncode == 0 or not can_render, rendered.stderr
     for line in rendered.stdout.splitlines():
         report = json.loads(line)
         assert Path(report["png"]).stat().st_size > 10_000
@@ -386,3 +388,4 @@ def test_dashboards_and_alerts_on_real_prometheus(
     assert by_status(f"sum by (status) (clip_job_latency_seconds_count{sel})") == expected
     inf = f'clip_job_latency_seconds_bucket{{job="{JOB}",le="+Inf"}}'
     assert by_status(f"sum by (status) ({inf})") == expected
+    assert can_render, "rendering the dashboards needs matplotlib: pip install -e .[dev]"
