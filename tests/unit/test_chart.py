@@ -465,3 +465,53 @@ def test_bad_values_are_refused_with_the_path_named(
     assert "values don't meet the specifications of the schema" in proc.stderr, proc.stderr
     for part in expected:
         assert part in proc.stderr, proc.stderr
+
+
+# --- examples/gitops ----------------------------------------------------------------------------
+
+GITOPS = REPO / "examples" / "gitops"
+
+
+def gitops_docs(name: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all((GITOPS / name).read_text()) if d]
+
+
+def test_gitops_examples_point_at_the_chart_and_their_values_pass_its_schema(
+    tmp_path: Path,
+) -> None:
+    argo = next(
+        d
+        for d in gitops_docs("argocd-application.yaml")
+        if d["metadata"]["name"] == "clip-operator"
+    )
+    assert (REPO / argo["spec"]["source"]["path"] / "Chart.yaml").exists()
+    flux = next(d for d in gitops_docs("flux-helmrelease.yaml") if d["kind"] == "HelmRelease")
+    assert (REPO / flux["spec"]["chart"]["spec"]["chart"] / "Chart.yaml").exists()
+    for name, values in [
+        ("argocd", argo["spec"]["source"]["helm"]["valuesObject"]),
+        ("flux", flux["spec"]["values"]),
+    ]:
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(values))
+        docs = render(values=[path])  # the schema refuses unknown or bad values
+        assert one(docs, "Deployment")["spec"]["replicas"] == 1
+
+
+def test_gitops_clipjobs_are_valid_and_synced_by_both_tools() -> None:
+    import jsonschema
+    from clip_operator.models import parse_spec
+
+    crd = yaml.safe_load((REPO / "crds/clipjob.yaml").read_text())
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    kustomization = yaml.safe_load((GITOPS / "clips/kustomization.yaml").read_text())
+    assert kustomization["resources"]
+    for name in kustomization["resources"]:
+        doc = yaml.safe_load((GITOPS / "clips" / name).read_text())
+        jsonschema.validate(doc, schema)
+        parse_spec(doc["spec"])
+    argo = next(
+        d for d in gitops_docs("argocd-application.yaml") if d["metadata"]["name"] == "media-clips"
+    )
+    flux = next(d for d in gitops_docs("flux-helmrelease.yaml") if d["kind"] == "Kustomization")
+    assert argo["spec"]["source"]["path"] == "examples/gitops/clips"
+    assert flux["spec"]["path"] == "./examples/gitops/clips" and flux["spec"]["wait"] is True
