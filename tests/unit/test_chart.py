@@ -515,3 +515,16 @@ def test_gitops_clipjobs_are_valid_and_synced_by_both_tools() -> None:
     flux = next(d for d in gitops_docs("flux-helmrelease.yaml") if d["kind"] == "Kustomization")
     assert argo["spec"]["source"]["path"] == "examples/gitops/clips"
     assert flux["spec"]["path"] == "./examples/gitops/clips" and flux["spec"]["wait"] is True
+
+
+def test_packaged_chart_carries_its_files_and_renders_the_same(tmp_path: Path) -> None:
+    """What users install is the .tgz: .Files must still find the CRD, rules and dashboards."""
+    helm("package", str(CHART), "--destination", str(tmp_path))
+    (package,) = tmp_path.glob("clip-operator-*.tgz")
+    values = CHART / "ci/monitoring-values.yaml"
+    from_dir = helm(*template_args([values])).stdout
+    args = template_args([values])
+    args[2] = str(package)
+    assert helm(*args).stdout == from_dir
+    kinds = {d["kind"] for d in yaml.safe_load_all(from_dir) if d}
+    assert {"CustomResourceDefinition", "PrometheusRule", "ConfigMap"} <= kinds
