@@ -13,6 +13,14 @@ cri-client csi-translation-lib dynamic-resource-allocation endpointslice externa
 kube-aggregator kube-controller-manager kube-proxy kube-scheduler kubectl kubelet metrics
 mount-utils pod-security-admission sample-apiserver"
 components=("$@")
+missing=0
+for c in "${components[@]}"; do
+  case "$c" in
+    etcd) [ -x "$ETCD_BIN/etcd" ] || missing=1 ;;
+    *) [ -x "$K8S_BIN/$c" ] || missing=1 ;;
+  esac
+done
+if (( ! missing )); then log "cached: ${components[*]} ($KUBE_VERSION, etcd $ETCD_VERSION)"; exit 0; fi
 # Serialise concurrent builds (tests, hack/cluster and developers may start one at once).
 mkdir -p "$CLIP_CACHE"
 exec 9>"$CLIP_CACHE/.build.lock"

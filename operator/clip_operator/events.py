@@ -17,8 +17,8 @@ MAX_MESSAGE = 1024
 
 
 class EventPoster:
-    def __init__(self, core_api: Any, component: str = "clip-operator") -> None:
-        self.core = core_api
+    def __init__(self, kube: Any, component: str = "clip-operator") -> None:
+        self.kube = kube
         self.component = component
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -56,9 +56,7 @@ class EventPoster:
 
     async def _send(self, event: dict[str, Any]) -> None:
         try:
-            await asyncio.to_thread(
-                self.core.create_namespaced_event, event["metadata"]["namespace"], event
-            )
+            await self.kube.create_event(event["metadata"]["namespace"], event)
         except Exception as exc:  # an Event is best effort; the status carries the truth
             log.debug("posting event %s failed: %s", event["reason"], exc)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from datetime import UTC, datetime
 
 from . import metrics
@@ -19,6 +20,7 @@ from .reconcile import FINALIZER, Reconciler, job_finished
 from .status import parse_time
 
 log = logging.getLogger("clip_operator")
+COALESCE_SECONDS = 0.1
 
 
 async def run_loop(reconciler: Reconciler) -> None:
@@ -27,6 +29,7 @@ async def run_loop(reconciler: Reconciler) -> None:
     while True:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(reconciler.wake.wait(), timeout=interval)
+            await asyncio.sleep(COALESCE_SECONDS)  # one tick for a burst of freed slots
         reconciler.wake.clear()
         try:
             with metrics.observe_reconcile("loop"):
@@ -52,8 +55,10 @@ async def tick(reconciler: Reconciler) -> None:
     for uid in retry:
         await reconciler.reconcile_logged(uid, "loop")
     # 3. Keep presigned URLs alive.
+    now = time.time()
     for uid, body in list(store.clipjobs.items()):
-        if (body.get("status") or {}).get("phase") == Phase.SUCCEEDED.value:
+        status = body.get("status") or {}
+        if status.get("phase") == Phase.SUCCEEDED.value and reconciler.refresh_due(uid, body, now):
             try:
                 await reconciler.refresh_url(uid)
             except Exception as exc:

@@ -8,7 +8,9 @@ writes only what differs, so operator restarts and duplicate events are harmless
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -28,7 +30,14 @@ from .builders import (
 from .config import OperatorConfig
 from .events import EventPoster
 from .kube import Kube
-from .models import TERMINAL_PHASES, ClipJobSpec, InvalidSpec, Phase, parse_spec
+from .models import (
+    MAX_URL_EXPIRES_SECONDS,
+    TERMINAL_PHASES,
+    ClipJobSpec,
+    InvalidSpec,
+    Phase,
+    parse_spec,
+)
 from .presign import Presigner
 from .queue import QueueEntry, admit, position
 from .status import (
@@ -99,7 +108,12 @@ class Reconciler:
         self.kube = kube
         self.config = config
         self.presigner = presigner
-        self.events = EventPoster(kube.core)
+        self.events = EventPoster(kube)
+        # resourceVersion of our last write, by uid (stale watch events are ignored)
+        self.written_rv: dict[str, int] = {}
+        # epoch seconds when each Succeeded ClipJob's URL is due for a refresh
+        self.refresh_at: dict[str, float] = {}
+        self.announced: set[str] = set()  # ClipJobs whose terminal phase was announced
         self.store = Store()
         self.admission = asyncio.Lock()
         self.wake = asyncio.Event()  # set when a slot frees up or work is waiting
@@ -114,7 +128,36 @@ class Reconciler:
             if owner:
                 self.store.jobs[owner] = job
 
+    def observe(self, raw: dict[str, Any]) -> bool:
+        """Cache a ClipJob from a watch event; False (ignored) if older than our last write.
+
+        Watch events can trail our own patches: applying an older status would undo them
+        in the cache and cause duplicate writes. resourceVersions are etcd revisions
+        (integers); if one is not, we never ignore anything.
+        """
+        meta = raw["metadata"]
+        uid = meta["uid"]
+        written = self.written_rv.get(uid)
+        if written is not None:
+            try:
+                if int(meta.get("resourceVersion") or 0) < written:
+                    return False
+            except ValueError:
+                pass
+        self.store.clipjobs[uid] = {**raw, "metadata": dict(meta)}
+        return True
+
+    def _remember(self, body: dict[str, Any], rv: str | None) -> None:
+        if not rv:
+            return
+        body["metadata"]["resourceVersion"] = rv
+        with contextlib.suppress(ValueError):
+            self.written_rv[body["metadata"]["uid"]] = int(rv)
+
     def forget(self, uid: str) -> None:
+        self.announced.discard(uid)
+        self.written_rv.pop(uid, None)
+        self.refresh_at.pop(uid, None)
         self.store.clipjobs.pop(uid, None)
         self.store.locks.pop(uid, None)
         self.dirty.discard(uid)
@@ -153,14 +196,14 @@ class Reconciler:
                 await self._write(
                     body, self._terminal_status(body, Phase.FAILED, "InvalidSpec", str(exc))
                 )
-                self.events.warn(body, reason="InvalidSpec", message=str(exc))
-                metrics.JOB_LATENCY.labels("error").observe(self._age(body))
+                self._announce(body, Phase.FAILED, "InvalidSpec", str(exc), None)
             return
         if spec.deletion_policy == "Delete" and FINALIZER not in body["metadata"].get(
             "finalizers", []
         ):
-            fins = [*body["metadata"].get("finalizers", []), FINALIZER]
-            await self.kube.patch_finalizers(ref.namespace, ref.name, fins, None)
+            rv = await self.kube.update_finalizers(ref.namespace, ref.name, add=FINALIZER)
+            body["metadata"]["finalizers"] = [*body["metadata"].get("finalizers", []), FINALIZER]
+            self._remember(body, rv)
         if phase in (Phase.SUCCEEDED.value, Phase.FAILED.value):
             return  # terminal: only the URL refresh of the loop touches it from here on
         job = self.store.jobs.get(ref.uid)
@@ -177,16 +220,22 @@ class Reconciler:
                 "no bucket: set spec.storage.bucket or the operator's default bucket "
                 "(CLIP_OPERATOR_S3_BUCKET / Helm value s3.bucket)"
             )
-            await self._write(body, self._terminal_status(body, Phase.FAILED, "InvalidSpec", msg))
-            self.events.warn(body, reason="InvalidSpec", message=msg)
+            if await self._write(
+                body, self._terminal_status(body, Phase.FAILED, "InvalidSpec", msg)
+            ):
+                self._announce(body, Phase.FAILED, "InvalidSpec", msg, None)
             return
-        async with self.admission:
-            waiting = self.store.waiting()
-            admitted = {
-                e.uid for e in admit(waiting, self.store.in_flight(), self.config.in_flight_limit)
-            }
-            if ref.uid in admitted:
-                self.store.creating.add(ref.uid)
+        waiting: list[QueueEntry] = []
+        if self.config.in_flight_limit <= 0:
+            admitted = {ref.uid}  # no limit: no queue to consult
+            self.store.creating.add(ref.uid)
+        else:
+            async with self.admission:
+                waiting = self.store.waiting()
+                in_flight = self.store.in_flight()
+                admitted = {e.uid for e in admit(waiting, in_flight, self.config.in_flight_limit)}
+                if ref.uid in admitted:
+                    self.store.creating.add(ref.uid)
         if ref.uid not in admitted:
             place = position(waiting, ref.uid) or 0
             await self._write_queued(
@@ -227,7 +276,7 @@ class Reconciler:
             "delete it or recreate the ClipJob under another name"
         )
         await self._write(body, self._terminal_status(body, Phase.FAILED, "JobConflict", msg))
-        self.events.warn(body, reason="JobConflict", message=msg)
+        self._announce(body, Phase.FAILED, "JobConflict", msg, None)
         return None
 
     # -- following ------------------------------------------------------------------------
@@ -240,6 +289,14 @@ class Reconciler:
             pods = await self.kube.list_job_pods(ref.namespace, job["metadata"]["name"])
         obs = observe_job(job, pods)
         status = body.get("status") or {}
+        if (
+            obs.phase not in TERMINAL_PHASES
+            and status.get("phase") == obs.phase.value
+            and status.get("reason") == obs.reason
+            and status.get("jobName") == job["metadata"]["name"]
+            and status.get("observedGeneration") == body["metadata"].get("generation", 1)
+        ):
+            return  # only counters moved (attempts, startTime): not worth a write
         desired: dict[str, Any] = {
             "phase": obs.phase.value,
             "observedGeneration": body["metadata"].get("generation", 1),
@@ -294,9 +351,17 @@ class Reconciler:
         message: str,
         result: dict[str, Any] | None,
     ) -> None:
+        uid = body["metadata"]["uid"]
+        if phase in TERMINAL_PHASES:
+            # Exactly once per ClipJob and process, whatever the watch replays.
+            if uid in self.announced:
+                return
+            self.announced.add(uid)
         if phase == Phase.FAILED:
             self.events.warn(body, reason=reason, message=message)
             metrics.JOB_LATENCY.labels("error").observe(self._age(body))
+        elif phase == Phase.QUEUED and reason == "Starting":
+            pass  # the JobCreated event already said so
         else:
             self.events.info(body, reason=phase.value, message=message)
         if phase == Phase.SUCCEEDED:
@@ -356,8 +421,9 @@ class Reconciler:
         if not patch:
             return False
         ref = ref_of(body)
-        await self.kube.patch_status(ref.namespace, ref.name, patch)
+        rv = await self.kube.patch_status(ref.namespace, ref.name, patch)
         body["status"] = {**current, **patch}
+        self._remember(body, rv)
         return True
 
     @staticmethod
@@ -366,6 +432,21 @@ class Reconciler:
         return max(0.0, (datetime.now(UTC) - created).total_seconds()) if created else 0.0
 
     # -- URL refresh ----------------------------------------------------------------------
+
+    def refresh_due(self, uid: str, body: dict[str, Any], now: float) -> bool:
+        """Cheap check for the loop: is this ClipJob's URL (maybe) due for a refresh?"""
+        due = self.refresh_at.get(uid)
+        if due is None:
+            status = body.get("status") or {}
+            expires = parse_time(status.get("urlExpiresAt"))
+            if expires is None:
+                return True
+            # Lifetime unknown without parsing the spec: be early rather than late.
+            due = expires.timestamp() - MAX_URL_EXPIRES_SECONDS * self.config.url_refresh_fraction
+            due = max(due, expires.timestamp() - 60 * 60 * 24)
+            due = min(due, expires.timestamp() - 60)
+            self.refresh_at[uid] = due
+        return now >= due
 
     async def refresh_url(self, uid: str) -> None:
         """Re-presign a Succeeded ClipJob's URL when little of its lifetime is left."""
@@ -379,6 +460,11 @@ class Reconciler:
                 return
             spec = parse_spec(body.get("spec"))
             lifetime = self.config.effective_url_expiry(spec.url_expires_seconds)
+            expires_at = parse_time(status.get("urlExpiresAt"))
+            if expires_at is not None:
+                self.refresh_at[uid] = (
+                    expires_at.timestamp() - lifetime * self.config.url_refresh_fraction
+                )
             if not needs_refresh(
                 status.get("urlExpiresAt"),
                 lifetime,
@@ -390,6 +476,7 @@ class Reconciler:
                 ref_of(body), spec, output["bucket"], output["key"]
             )
             await self._write(body, {"url": url, "urlExpiresAt": expires})
+            self.refresh_at[uid] = time.time() + lifetime * (1 - self.config.url_refresh_fraction)
 
     # -- deletion -------------------------------------------------------------------------
 
@@ -419,7 +506,8 @@ class Reconciler:
                         f"could not delete the clip from S3 ({exc}); retrying for up to "
                         f"{self.config.delete_retry_limit_seconds} s after deletion"
                     )
-                    self.events.warn(body, reason="DeleteFailed", message=msg)
+                    if (body.get("status") or {}).get("reason") != "DeleteFailed":
+                        self.events.warn(body, reason="DeleteFailed", message=msg)
                     await self._write(body, {"reason": "DeleteFailed", "message": msg})
                     return  # the loop retries
                 self.events.warn(
@@ -427,9 +515,8 @@ class Reconciler:
                     reason="DeleteAbandoned",
                     message=f"gave up deleting the clip from S3 after {int(waited)} s: {exc}",
                 )
-        fins = [f for f in meta.get("finalizers", []) if f != FINALIZER]
-        await self.kube.patch_finalizers(ref.namespace, ref.name, fins, meta.get("resourceVersion"))
-        meta["finalizers"] = fins
+        await self.kube.update_finalizers(ref.namespace, ref.name, remove=FINALIZER)
+        meta["finalizers"] = [f for f in meta.get("finalizers", []) if f != FINALIZER]
 
 
 def _same_conditions(a: list[dict[str, Any]] | None, b: list[dict[str, Any]]) -> bool:

@@ -15,6 +15,7 @@ from typing import Any
 from .models import Phase
 
 MAX_MESSAGE = 1024
+STARTING = "the Job is created; waiting for its Pod to start"
 
 # Job condition reasons (batch/v1) that we pass through as the ClipJob's reason.
 JOB_FAILURE_REASONS = ("BackoffLimitExceeded", "DeadlineExceeded", "PodFailurePolicy")
@@ -185,14 +186,12 @@ def observe_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobObservati
             Phase.RUNNING, "Running", "the worker is cutting the clip", attempts, start
         )
     if int(st.get("active") or 0) > 0:
-        return JobObservation(
-            Phase.QUEUED, "PodPending", "the Job's Pod is waiting to start", attempts, start
-        )
+        return JobObservation(Phase.QUEUED, "Starting", STARTING, attempts, start)
     if int(st.get("failed") or 0) > 0:
         return JobObservation(
             Phase.QUEUED, "Retrying", "a transient failure is being retried", attempts, start
         )
-    return JobObservation(Phase.QUEUED, "JobCreated", "waiting for the Job's Pod", attempts, start)
+    return JobObservation(Phase.QUEUED, "Starting", STARTING, attempts, start)
 
 
 def build_conditions(

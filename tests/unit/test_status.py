@@ -58,8 +58,8 @@ def pod(exit_code: int, message: str | None, finished: str = T0) -> dict[str, An
 
 
 CASES = [
-    ("just created", job(), [], Phase.QUEUED, "JobCreated", None),
-    ("pod pending", job(active=1), [], Phase.QUEUED, "PodPending", None),
+    ("just created", job(), [], Phase.QUEUED, "Starting", None),
+    ("pod pending", job(active=1), [], Phase.QUEUED, "Starting", None),
     ("running", job(active=1, ready=1), [], Phase.RUNNING, "Running", None),
     ("retrying", job(failed=1), [], Phase.QUEUED, "Retrying", None),
     (
@@ -167,7 +167,7 @@ def test_conditions_follow_kstatus() -> None:
 
 
 def test_transition_time_kept_while_status_unchanged() -> None:
-    first = build_conditions(Phase.QUEUED, "PodPending", "", 1, None, T0)
+    first = build_conditions(Phase.QUEUED, "Starting", "", 1, None, T0)
     later = build_conditions(Phase.RUNNING, "Running", "", 1, first, "2026-11-28T10:05:00Z")
     assert later[0]["lastTransitionTime"] == T0  # Ready stayed False
     done = build_conditions(Phase.SUCCEEDED, "Succeeded", "", 1, later, "2026-11-28T10:09:00Z")
