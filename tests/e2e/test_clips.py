@@ -197,3 +197,53 @@ def test_deletion_policy_delete_removes_the_object(
         return all(o["Key"] != key for o in listed)
 
     clipjobs.wait_for("the S3 object removed", object_gone, timeout=60, every=0.5)
+
+
+def test_latency_of_a_10s_clip(node_kube: Any, namespace: str, media_server: Any) -> None:
+    """ClipJob created -> URL in status, split into the steps a user waits for (printed)."""
+    name = "timed"
+    body = clipjobs.manifest(
+        name,
+        source={"url": f"{media_server.url}/long_faststart.mp4"},
+        start="60",
+        end="70",
+        output={"format": "mp4", "mode": "accurate"},
+    )
+    marks: dict[str, float] = {}
+    t0 = time.monotonic()
+    clipjobs.create(node_kube, namespace, body)
+    deadline = t0 + POD_TIMEOUT
+    status: dict[str, Any] = {}
+    while time.monotonic() < deadline and "url" not in marks:
+        now = time.monotonic() - t0
+        if "job" not in marks and jobs_of(node_kube, namespace, name):
+            marks["job"] = now
+        pods = pods_of(node_kube, namespace, name) if "job" in marks else []
+        if pods:
+            pod = pods[0]
+            marks.setdefault("pod", now)
+            if pod.spec.node_name:
+                marks.setdefault("scheduled", now)
+            for cs in pod.status.container_statuses or []:
+                if cs.state.running or cs.state.terminated:
+                    marks.setdefault("started", now)
+                if cs.state.terminated:
+                    marks.setdefault("exited", now)
+        status = clipjobs.get(node_kube, namespace, name).get("status") or {}
+        if status.get("url"):
+            marks["url"] = now
+        time.sleep(0.1)
+    assert "url" in marks, f"no URL after {POD_TIMEOUT}s: {marks} {status}"
+    assert status["phase"] == "Succeeded"
+    steps = {
+        "operator reaction (ClipJob -> Job)": marks["job"],
+        "Job -> Pod created": marks["pod"] - marks["job"],
+        "Pod created -> container started": marks["started"] - marks["pod"],
+        "container run (worker)": marks["exited"] - marks["started"],
+        "container exit -> URL in status": marks["url"] - marks["exited"],
+        "total": marks["url"],
+    }
+    lines = [f"  {k:38s} {v:6.2f}s" for k, v in steps.items()]
+    lines.append(f"  worker timings: {status.get('timings')}")
+    print("latency of a 10 s clip (polled every 0.1 s):\n" + "\n".join(lines))
+    assert marks["url"] < 120
