@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from clip_operator.builders import ClipJobRef, build_job, job_name, object_key
 from clip_operator.config import load_config
 from clip_operator.models import parse_spec

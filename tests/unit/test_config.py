@@ -1,4 +1,5 @@
 import pytest
+
 from clip_operator.config import ConfigError, load_config
 from clip_operator.models import MAX_URL_EXPIRES_SECONDS
 

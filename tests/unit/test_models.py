@@ -9,8 +9,9 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from clip_operator.models import ClipJobSpec, ClipJobStatus, InvalidSpec, parse_spec
 from pydantic import BaseModel
+
+from clip_operator.models import ClipJobSpec, ClipJobStatus, InvalidSpec, parse_spec
 
 CRD = yaml.safe_load(Path("crds/clipjob.yaml").read_text())
 SCHEMA = CRD["spec"]["versions"][0]["schema"]["openAPIV3Schema"]

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+
 from clip_operator.models import Phase
 from clip_operator.status import (
     build_conditions,

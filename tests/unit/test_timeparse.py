@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from clip_operator.timeparse import (
     TIMESTAMP_PATTERN,
     TimestampError,
