@@ -1,9 +1,9 @@
 """The container images as a cluster runs them: the job image cuts a real clip into a real
 S3 server under the Pod's restricted security context; the operator image starts.
 
-Needs a docker daemon (`hack/images.sh` installs and starts one and builds the images).
-The images are (re)built through hack/images.sh, which BuildKit's cache makes quick when
-nothing changed; CLIP_TEST_REUSE_IMAGES=1 uses the images as they are.
+Needs docker: with no daemon answering, the session starts dockerd itself (hack/images.sh
+docker) and stops it afterwards. The images are (re)built through hack/images.sh, which
+caches (minutes cold, seconds warm); CLIP_TEST_REUSE_IMAGES=1 uses them as they are.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -46,11 +46,25 @@ def _docker_cli() -> str | None:
 
 
 @pytest.fixture(scope="session")
-def docker() -> str:
+def docker() -> Iterator[str]:
+    """A docker CLI with a daemon; starts dockerd (hack/images.sh docker) if none answers
+    and dockerd is installed, and stops that one, by its PID, at the end of the session."""
     cli = _docker_cli()
-    if cli is None:
-        pytest.skip("no docker daemon answers: run hack/images.sh (installs and starts dockerd)")
-    return cli
+    if cli is not None:
+        yield cli
+        return
+    if shutil.which("dockerd") is None:
+        pytest.skip("docker is not installed: run hack/images.sh (installs and starts dockerd)")
+    out = subprocess.run(
+        ["bash", str(IMAGES_SCRIPT), "docker"], capture_output=True, text=True, timeout=180
+    )
+    cli = _docker_cli()
+    if out.returncode != 0 or cli is None:
+        pytest.skip(f"dockerd does not start here: run hack/images.sh\n{out.stderr[-1500:]}")
+    try:
+        yield cli
+    finally:
+        subprocess.run(["bash", str(IMAGES_SCRIPT), "stop"], capture_output=True, timeout=120)
 
 
 def _ensure_image(docker: str, step: str, tag: str) -> str:
