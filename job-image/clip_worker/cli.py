@@ -99,7 +99,7 @@ def run_clip(cfg: config.Config, work: str) -> dict[str, Any]:
                 f"nothing to cut at {cfg.start:g} s: the video ends before the clip starts",
             )
         raise WorkerError(Reason.UNSUPPORTED_SOURCE, "the source has no audio or video track")
-    made = cut(cfg, segment, work)
+    made = cut(cfg, seg_info, segment, work)
     size = os.path.getsize(made.path)
     if size > cfg.max_output_bytes:
         raise WorkerError(

@@ -200,9 +200,8 @@ def smart_cut(
     return True
 
 
-def cut(cfg: Config, segment: str, work_dir: str) -> CutResult:
-    """Make the clip file from the downloaded segment."""
-    info = probe.streams(segment, cfg.process_timeout)
+def cut(cfg: Config, info: probe.StreamInfo, segment: str, work_dir: str) -> CutResult:
+    """Make the clip file from the downloaded segment (`info`: its streams)."""
     fmt = cfg.output_format
     if fmt == "mp3" and not info.audio_codec:
         raise WorkerError(Reason.UNSUPPORTED_SOURCE, "the source has no audio track for mp3")

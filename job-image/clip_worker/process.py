@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import time
 from dataclasses import dataclass
 
 from clip_worker.result import Reason, WorkerError
@@ -42,6 +43,7 @@ def child_env(proxy_url: str | None) -> dict[str, str]:
 def run(args: list[str], timeout: float, what: str, proxy_url: str | None = None) -> Completed:
     """Run a child with a deadline; on expiry kill that child and raise Timeout."""
     log.debug("run %s", " ".join(args))
+    began = time.monotonic()
     proc = subprocess.Popen(
         args,
         stdin=subprocess.DEVNULL,
@@ -59,4 +61,5 @@ def run(args: list[str], timeout: float, what: str, proxy_url: str | None = None
         raise WorkerError(
             Reason.TIMEOUT, f"{what} did not finish within {timeout:g} s and was stopped"
         ) from None
+    log.debug("%s: exit %s after %.2f s", what, proc.returncode, time.monotonic() - began)
     return Completed(proc.returncode, stdout, stderr[-_STDERR_TAIL * 4 :])
