@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from clip_operator.config import ENV_PREFIX, OperatorConfig, load_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -499,6 +500,7 @@ def test_gitops_examples_point_at_the_chart_and_their_values_pass_its_schema(
 
 def test_gitops_clipjobs_are_valid_and_synced_by_both_tools() -> None:
     import jsonschema
+
     from clip_operator.models import parse_spec
 
     crd = yaml.safe_load((REPO / "crds/clipjob.yaml").read_text())
