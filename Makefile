@@ -41,10 +41,22 @@ s3-down: ## stop it
 images: ## build the job and operator images with a local Docker daemon
 	hack/setup.sh --images
 
+helm: ## build helm from the Go module proxy (cached)
+	hack/helm.sh
+
+chart-sync: ## copy crds/ and dashboards/ into charts/clip-operator/files (tests fail on drift)
+	hack/helm.sh sync
+
+chart-test: ## chart lint/render, Argo CD health, chart on the local control plane
+	$(PYTEST) tests/unit/test_chart.py tests/unit/test_argocd_health.py tests/integration/test_chart.py $(PYTEST_ARGS)
+
+bench-operator: ## operator scale benchmark (see bench/RESULTS.md)
+	python3 -m bench.operator.run --burst 100 --burst 1000 --burst 5000 --steady 50:60
+
 demo: ## the quick start: a real clip, end to end, on the local cluster
 	hack/demo
 
 demo-down: ## tear the demo down
 	hack/demo down
 
-.PHONY: help setup lint test test-unit test-integration cluster-up cluster-down s3-up s3-down images demo demo-down
+.PHONY: help setup lint test test-unit test-integration cluster-up cluster-down s3-up s3-down images helm chart-sync chart-test bench-operator demo demo-down

@@ -4,7 +4,7 @@
 #   tier), curl/openssl (hack/cluster), debootstrap + docker.io (images, when wanted).
 #   Python: this project with its dev extras (pip install -e ".[dev]").
 #   Go-built binaries (cached in $CLIP_CACHE): etcd, kube-apiserver, kube-controller-manager,
-#   kubectl, versitygw.
+#   kubectl, versitygw, helm; the prometheus-operator CRDs (Go module cache).
 # Usage: hack/setup.sh [--no-build] [--images]
 source "$(dirname "$0")/lib.sh"
 
@@ -49,6 +49,8 @@ if (( want_build )); then
   command -v go >/dev/null || die "Go is needed to build Kubernetes and versitygw from the module proxy"
   "$HACK_DIR/build-k8s.sh" etcd kube-apiserver kube-controller-manager kubectl
   "$HACK_DIR/s3.sh" build >/dev/null
+  "$HACK_DIR/helm.sh" >/dev/null
+  "$HACK_DIR/prom-crds.sh" path >/dev/null   # prometheus-operator CRDs into the Go module cache
 fi
 if (( want_images )); then
   "$HACK_DIR/images.sh"

@@ -57,6 +57,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.batching.batch_window = 0.05  # react fast; the reconciler coalesces writes itself
     settings.persistence.finalizer = "mememaker.io/kopf-finalizer"
     settings.persistence.diffbase_storage = NoDiffBase()
+    # The CLI refuses to start without the ClipJob CRD; kopf's cluster-wide namespace/CRD
+    # scanning buys nothing and needs cluster-scoped RBAC a namespaced install lacks.
+    settings.scanning.disabled = True
     # API calls run in threads (the client is synchronous): enough of them that a burst of
     # ClipJobs is not serialised behind a handful of slow requests.
     asyncio.get_running_loop().set_default_executor(
