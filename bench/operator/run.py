@@ -211,6 +211,9 @@ def start_operator(
         AWS_SECRET_ACCESS_KEY="bench",
     )
     env.update({f"CLIP_OPERATOR_{k.upper()}": v for k, v in settings.items()})
+    src = os.environ.get("BENCH_OPERATOR_SRC")  # an older checkout, for before/after runs
+    if src:
+        env["PYTHONPATH"] = str(Path(src) / "operator")
     cmd = [sys.executable, "-m", "clip_operator", "run", "--namespace", ns]
     profile = os.environ.get("BENCH_CPROFILE")  # cProfile the operator to find hot spots
     if profile:

@@ -17,7 +17,7 @@ import io
 import json
 import os
 import tarfile
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 
 def _parents(path: str) -> list[str]:
@@ -46,7 +46,7 @@ def build_layer(files: list[str], symlinks: list[str], dirs: list[str]) -> bytes
         dest, _, mode = dest.partition(":")
         for parent in _parents(dest):
             add_dir(parent)
-        data = open(src, "rb").read()
+        data = Path(src).read_bytes()
         info = tarfile.TarInfo(dest.strip("/"))
         info.size = len(data)
         info.mode = int(mode, 8) if mode else (os.stat(src).st_mode & 0o777)

@@ -22,7 +22,7 @@ from .kube import Kube
 from .loop import run_loop
 from .models import GROUP, PLURAL, VERSION
 from .presign import Presigner
-from .reconcile import Reconciler, owner_uid
+from .reconcile import Reconciler, owner_uid, slim_job
 
 log = logging.getLogger("clip_operator")
 
@@ -118,6 +118,6 @@ async def job_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
             del reconciler.store.jobs[owner]
         reconciler.wake.set()
         return
-    reconciler.store.jobs[owner] = raw
+    reconciler.store.jobs[owner] = slim_job(raw)
     if owner in reconciler.store.clipjobs:
         await reconciler.reconcile_logged(owner, "job_event")

@@ -67,6 +67,24 @@ def owner_uid(job: dict[str, Any]) -> str | None:
     return None
 
 
+_JOB_META = ("name", "namespace", "uid", "labels", "ownerReferences", "creationTimestamp")
+
+
+def slim_job(job: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a Job the operator reads; the cache holds thousands of them."""
+    meta = job.get("metadata") or {}
+    return {
+        "metadata": {k: meta[k] for k in _JOB_META if k in meta},
+        "status": job.get("status") or {},
+    }
+
+
+def slim_clipjob(raw: dict[str, Any]) -> dict[str, Any]:
+    """A ClipJob without managedFields (often half its size) for the cache."""
+    meta = {k: v for k, v in (raw.get("metadata") or {}).items() if k != "managedFields"}
+    return {**raw, "metadata": meta}
+
+
 def job_finished(job: dict[str, Any]) -> bool:
     for cond in (job.get("status") or {}).get("conditions") or []:
         if cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True":
@@ -126,7 +144,7 @@ class Reconciler:
         for job in jobs:
             owner = owner_uid(job)
             if owner:
-                self.store.jobs[owner] = job
+                self.store.jobs[owner] = slim_job(job)
 
     def observe(self, raw: dict[str, Any]) -> bool:
         """Cache a ClipJob from a watch event; False (ignored) if older than our last write.
@@ -144,7 +162,7 @@ class Reconciler:
                     return False
             except ValueError:
                 pass
-        self.store.clipjobs[uid] = {**raw, "metadata": dict(meta)}
+        self.store.clipjobs[uid] = slim_clipjob(raw)
         return True
 
     def _remember(self, body: dict[str, Any], rv: str | None) -> None:
@@ -250,7 +268,7 @@ class Reconciler:
         finally:
             self.store.creating.discard(ref.uid)
         if job is not None:
-            self.store.jobs.setdefault(ref.uid, job)
+            self.store.jobs.setdefault(ref.uid, slim_job(job))
             await self._follow(body, ref, spec, self.store.jobs[ref.uid])
 
     async def _create_or_adopt(
