@@ -10,13 +10,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from clip_worker import config, probe
-from clip_worker.cut import CONTENT_TYPES, cut
-from clip_worker.fetch import download
+from clip_worker.cut import CONTENT_TYPES, CutResult, cut
+from clip_worker.fetch import ContainerMismatch, download
 from clip_worker.proxy import EgressProxy
-from clip_worker.resolve import resolve
+from clip_worker.resolve import Source, resolve
 from clip_worker.result import (
     Reason,
     WorkerError,
@@ -24,9 +25,11 @@ from clip_worker.result import (
     success_json,
     write_termination_log,
 )
-from clip_worker.upload import upload
+from clip_worker.upload import make_client, upload
 
 log = logging.getLogger("clip_worker")
+# Imports boto3 and builds the S3 client while FFmpeg downloads.
+_BACKGROUND = ThreadPoolExecutor(max_workers=1, thread_name_prefix="s3-client")
 
 
 class _Clock:
@@ -68,9 +71,28 @@ def _filename(cfg: config.Config) -> str:
     return name
 
 
+def _download(
+    cfg: config.Config, source: Source, proxy: EgressProxy, work: str
+) -> tuple[str, float | None, bool]:
+    """Download; returns (file, source duration, whether the file already is the clip).
+
+    Fast MP4 needs no second pass: the stream copy FFmpeg makes while downloading is the
+    clip. Everything else downloads the segment and cuts it locally.
+    """
+    if cfg.mode == "fast" and cfg.output_format == "mp4" and not cfg.max_height:
+        clip = os.path.join(work, "clip.mp4")
+        try:
+            return clip, download(cfg, source, proxy, clip, final_mp4=True), True
+        except ContainerMismatch as exc:
+            log.info("the source codecs do not fit MP4 as they are (%s); transcoding", exc)
+    segment = os.path.join(work, "segment.mkv")
+    return segment, download(cfg, source, proxy, segment), False
+
+
 def run_clip(cfg: config.Config, work: str) -> dict[str, Any]:
     """Do the whole job in `work`; return the success result object."""
     clock = _Clock()
+    s3_client = _BACKGROUND.submit(make_client, cfg)
     with EgressProxy(cfg.allow_private_networks, cfg.network_timeout) as proxy:
         try:
             source = resolve(cfg, proxy.url)
@@ -84,22 +106,28 @@ def run_clip(cfg: config.Config, work: str) -> dict[str, Any]:
             f"{source.duration:.3f} s" if source.duration else "unknown", clock.lap("resolve"),
         )  # fmt: skip
         _check_start(cfg, source.duration)
-        segment = os.path.join(work, "segment.mkv")
-        duration = download(cfg, source, proxy, segment) or source.duration
+        path, duration, is_clip = _download(cfg, source, proxy, work)
+        duration = duration or source.duration
         _check_start(cfg, duration)
         fetched = proxy.bytes_received()
-        log.info(
-            "downloaded the segment: %d bytes fetched (%.2f s)", fetched, clock.lap("download")
-        )
-    seg_info = probe.streams(segment, cfg.process_timeout)
-    if not seg_info.video_codec and not seg_info.audio_codec:
+        log.info("downloaded: %d bytes fetched (%.2f s)", fetched, clock.lap("download"))
+    info = probe.streams(path, cfg.process_timeout)
+    if not info.video_codec and not info.audio_codec:
         if duration is None:
             raise WorkerError(
                 Reason.START_BEYOND_END,
                 f"nothing to cut at {cfg.start:g} s: the video ends before the clip starts",
             )
         raise WorkerError(Reason.UNSUPPORTED_SOURCE, "the source has no audio or video track")
-    made = cut(cfg, seg_info, segment, work)
+    if is_clip:
+        if not info.video_codec:
+            raise WorkerError(
+                Reason.UNSUPPORTED_SOURCE, "the source has no video track for mp4; use mp3"
+            )
+        made, out = CutResult(path, "copy", None), info
+    else:
+        made = cut(cfg, info, path, work)
+        out = probe.streams(made.path, cfg.process_timeout)
     size = os.path.getsize(made.path)
     if size > cfg.max_output_bytes:
         raise WorkerError(
@@ -107,11 +135,14 @@ def run_clip(cfg: config.Config, work: str) -> dict[str, Any]:
             f"the clip is larger than the limit of {cfg.max_output_bytes} bytes "
             "(CLIP_MAX_OUTPUT_BYTES); use a shorter clip, a lower maxHeight or mp4",
         )
-    out = probe.streams(made.path, cfg.process_timeout)
     log.info("cut %s: %d bytes, %s (%.2f s)", made.cut_path, size, cfg.output_format,
              clock.lap("encode"))  # fmt: skip
     content_type = CONTENT_TYPES[cfg.output_format]
-    upload(cfg, made.path, content_type, _filename(cfg))
+    try:
+        client = s3_client.result()
+    except Exception:
+        client = None  # upload() makes it again and reports the error with its reason
+    upload(cfg, made.path, content_type, _filename(cfg), client)
     log.info("uploaded s3://%s/%s (%.2f s)", cfg.s3_bucket, cfg.s3_key, clock.lap("upload"))
     result: dict[str, Any] = {
         "bucket": cfg.s3_bucket,

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import logging
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from clip_worker import probe
 from clip_worker.config import Config
-from clip_worker.process import run
+from clip_worker.process import Completed, run
 from clip_worker.result import Reason, WorkerError
 
 log = logging.getLogger("clip_worker")
@@ -33,6 +34,7 @@ _COPYABLE = {
 }
 GIF_MAX_WIDTH = 480
 GIF_MAX_FPS = 15
+_PARALLEL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audio")
 # A keyframe this close to `start` counts as on it (timestamps are rounded to 1 ms).
 _EPS = 0.0005
 
@@ -163,6 +165,14 @@ def smart_cut(
     if first is None or last is None or last <= first:
         return False
     work = os.path.dirname(out)
+    audio = os.path.join(work, "audio.m4a")
+    audio_job: Future[Completed] | None = None
+    if info.audio_codec:
+        # The audio is re-encoded exactly for the clip, beside the video parts.
+        enc = [*_base(cfg), *_seek_input(segment, cfg.start), "-t", f"{cfg.duration:.6f}", "-vn"]
+        audio_job = _PARALLEL.submit(
+            run, [*enc, *_audio_codec_args(cfg), audio], cfg.process_timeout, "audio encode"
+        )
     parts: list[tuple[str, float]] = []
     plan = [(cfg.start, first, "enc"), (first, last, "copy"), (last, cfg.end, "enc")]
     for index, (t0, t1, how) in enumerate(plan):
@@ -187,10 +197,8 @@ def smart_cut(
             handle.write(f"file '{os.path.basename(part)}'\nduration {length:.6f}\n")
     args = [*_base(cfg), "-f", "concat", "-safe", "0", "-i", listing]
     inputs = ["-map", "0:v:0"]
-    if info.audio_codec:
-        audio = os.path.join(work, "audio.m4a")
-        enc = [*_base(cfg), *_seek_input(segment, cfg.start), "-t", f"{cfg.duration:.6f}", "-vn"]
-        done = run([*enc, *_audio_codec_args(cfg), audio], cfg.process_timeout, "audio encode")
+    if audio_job is not None:
+        done = audio_job.result()
         _check(done.returncode, done.tail(), "encoding the audio")
         args += ["-i", audio]
         inputs += ["-map", "1:a:0"]

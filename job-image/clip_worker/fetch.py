@@ -31,8 +31,10 @@ PROBE_US = 500_000
 _DURATION = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
 
 
-def fetch_args(cfg: Config, source: Source, proxy_url: str, out_path: str) -> list[str]:
-    """The FFmpeg argument list of the download step."""
+def fetch_args(
+    cfg: Config, source: Source, proxy_url: str, out_path: str, final_mp4: bool = False
+) -> list[str]:
+    """The FFmpeg argument list of the download step (`final_mp4`: write the fast clip)."""
     args = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "info", "-nostats", "-y"]
     for media in source.inputs:
         args += ["-rw_timeout", str(int(cfg.network_timeout * 1_000_000))]
@@ -59,6 +61,10 @@ def fetch_args(cfg: Config, source: Source, proxy_url: str, out_path: str) -> li
             ["-map", "1:a:0?"] if want_audio else []
         )
     args += [*maps, "-dn", "-sn", "-c", "copy"]
+    if final_mp4:
+        # Fast MP4: the copy is the clip (keyframe-aligned, lead-in hidden by an edit list).
+        args += ["-t", f"{cfg.duration:.6f}", "-fs", str(cfg.max_output_bytes + 1)]
+        return [*args, "-movflags", "+faststart", "-f", "mp4", out_path]
     args += ["-t", f"{cfg.duration + FETCH_MARGIN_SECONDS:.6f}"]
     args += ["-output_ts_offset", f"{cfg.start:.6f}", "-f", "matroska", out_path]
     return args
@@ -109,17 +115,29 @@ def input_duration(stderr: str) -> float | None:
     return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
 
 
-def download(cfg: Config, source: Source, proxy: EgressProxy, out_path: str) -> float | None:
+class ContainerMismatch(Exception):
+    """The source codecs cannot be copied into MP4: use the segment path instead."""
+
+
+_MISMATCH = ("not currently supported in container", "could not write header")
+
+
+def download(
+    cfg: Config, source: Source, proxy: EgressProxy, out_path: str, final_mp4: bool = False
+) -> float | None:
     """Copy the clip's packets (from the keyframe before start) to `out_path`.
 
     Returns the source duration FFmpeg read from the index (None when unknown).
     """
     done = run(
-        fetch_args(cfg, source, proxy.url, out_path),
+        fetch_args(cfg, source, proxy.url, out_path, final_mp4),
         cfg.process_timeout,
         "downloading the segment",
         proxy.url,
     )
+    mismatch = any(text in done.stderr.lower() for text in _MISMATCH)
+    if final_mp4 and done.returncode != 0 and not proxy.log.refusals and mismatch:
+        raise ContainerMismatch(done.tail())
     if done.returncode != 0 or proxy.log.refusals:
         raise classify_failure(done, proxy)
     return input_duration(done.stderr)

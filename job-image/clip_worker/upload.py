@@ -104,15 +104,26 @@ def classify(exc: BaseException, cfg: Config) -> WorkerError:
     return WorkerError(Reason.STORAGE_UNAVAILABLE, f"uploading to {where} failed: {exc}")
 
 
-def upload(cfg: Config, path: str, content_type: str, filename: str) -> None:
-    """Upload `path` to the configured bucket and key."""
+def make_client(cfg: Config) -> Any:
+    """The S3 client (importing boto3 takes a while: the worker does it during the download)."""
     import boto3
-    from boto3.s3.transfer import TransferConfig
 
     session = boto3.session.Session()
-    client = session.client(
+    return session.client(
         "s3", endpoint_url=cfg.s3_endpoint, config=client_config(cfg), region_name=cfg.s3_region
     )
+
+
+def upload(
+    cfg: Config, path: str, content_type: str, filename: str, client: Any | None = None
+) -> None:
+    """Upload `path` to the configured bucket and key."""
+    from boto3.s3.transfer import TransferConfig
+
+    try:
+        client = client or make_client(cfg)
+    except Exception as exc:
+        raise classify(exc, cfg) from None
     transfer = TransferConfig(
         multipart_threshold=MULTIPART_THRESHOLD,
         multipart_chunksize=MULTIPART_CHUNK,
