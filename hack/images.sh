@@ -120,6 +120,7 @@ build_rootfs() {
   fi
   command -v debootstrap >/dev/null || {
     log "debootstrap missing: apt-get install -y debootstrap"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
   }
   local work
