@@ -11,6 +11,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import pytest
 from botocore.exceptions import ClientError
+
 from clip_operator.storage import (
     MAX_PRESIGN_SECONDS,
     S3Settings,
@@ -19,7 +20,6 @@ from clip_operator.storage import (
     make_client,
     presign_get,
 )
-
 from tests.plugins.s3 import S3Server
 
 pytestmark = pytest.mark.integration

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
+
 from clip_operator.storage import (
     MAX_PRESIGN_SECONDS,
     S3Settings,
