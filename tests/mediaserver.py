@@ -15,7 +15,8 @@ paths tests need:
 - `/_stats`: JSON {path: {"bytes": n, "requests": n}}; `/_stats/reset` clears it
 
 Byte counts are body bytes handed to the socket. The socket's send buffer is kept
-small (32 KiB) so the count stays close to what a client that hangs up mid-body read.
+small (32 KiB) so the count stays close to what a client that hangs up mid-body read;
+that also caps throughput (delayed ACKs), so `send_buffer=None` is there for bulk downloads.
 """
 
 from __future__ import annotations
@@ -95,7 +96,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
-        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+        if self.server.send_buffer:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.server.send_buffer)
 
     def do_HEAD(self) -> None:
         self._serve(head=True)
@@ -202,10 +204,12 @@ class MediaHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, root: str | os.PathLike[str], bind: str = "127.0.0.1", port: int = 0,
-                 verbose: bool = False) -> None:  # fmt: skip
+                 verbose: bool = False, send_buffer: int | None = SEND_BUFFER) -> None:  # fmt: skip
         self.root = Path(root).resolve()
         self.stats = Stats()
         self.verbose = verbose
+        # None: the kernel's autotuned buffer (full speed; counts include what sat in it).
+        self.send_buffer = send_buffer
         self.stalled = threading.Event()  # set it to release stalled requests early
         super().__init__((bind, port), _Handler)
 
