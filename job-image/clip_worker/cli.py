@@ -127,7 +127,7 @@ def run_clip(cfg: config.Config, work: str) -> dict[str, Any]:
         made, out = CutResult(path, "copy", None), info
     else:
         made = cut(cfg, info, path, work)
-        out = probe.streams(made.path, cfg.process_timeout)
+        out = made.info or probe.streams(made.path, cfg.process_timeout)
     size = os.path.getsize(made.path)
     if size > cfg.max_output_bytes:
         raise WorkerError(

@@ -34,7 +34,7 @@ _COPYABLE = {
 }
 GIF_MAX_WIDTH = 480
 GIF_MAX_FPS = 15
-_PARALLEL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audio")
+_PARALLEL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="cut")
 # A keyframe this close to `start` counts as on it (timestamps are rounded to 1 ms).
 _EPS = 0.0005
 
@@ -46,6 +46,7 @@ class CutResult:
     path: str
     cut_path: str  # copy | smart | reencode
     frames: int | None
+    info: probe.StreamInfo | None = None  # of the clip, when already probed
 
 
 def _base(cfg: Config) -> list[str]:
@@ -63,11 +64,11 @@ def _scale_height(cfg: Config, info: probe.StreamInfo) -> int | None:
     return None
 
 
-def _video_codec_args(cfg: Config, crf: int = 20) -> list[str]:
+def _video_codec_args(cfg: Config, crf: int = 20, preset: str = "veryfast") -> list[str]:
     if cfg.output_format == "webm":
         return ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8",
                 "-row-mt", "1", "-b:v", "0", "-crf", "33", "-pix_fmt", "yuv420p"]  # fmt: skip
-    return ["-c:v", "libx264", "-preset", "veryfast", "-crf", str(crf), "-pix_fmt", "yuv420p"]
+    return ["-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p"]
 
 
 def _audio_codec_args(cfg: Config) -> list[str]:
@@ -165,17 +166,11 @@ def smart_cut(
     if first is None or last is None or last <= first:
         return False
     work = os.path.dirname(out)
-    audio = os.path.join(work, "audio.m4a")
-    audio_job: Future[Completed] | None = None
-    if info.audio_codec:
-        # The audio is re-encoded exactly for the clip, beside the video parts.
-        enc = [*_base(cfg), *_seek_input(segment, cfg.start), "-t", f"{cfg.duration:.6f}", "-vn"]
-        audio_job = _PARALLEL.submit(
-            run, [*enc, *_audio_codec_args(cfg), audio], cfg.process_timeout, "audio encode"
-        )
-    parts: list[tuple[str, float]] = []
+    # Head, middle, tail and audio are independent: two at a time (the two encodes first).
+    jobs: list[tuple[int, str, float, Future[Completed]]] = []
     plan = [(cfg.start, first, "enc"), (first, last, "copy"), (last, cfg.end, "enc")]
-    for index, (t0, t1, how) in enumerate(plan):
+    for index in (0, 2, 1):
+        t0, t1, how = plan[index]
         frames = packets.frames_in(t0 - _EPS, t1 - _EPS)
         if frames == 0:
             continue
@@ -187,9 +182,22 @@ def smart_cut(
         else:
             args += _video_codec_args(cfg, crf=18) + _h264_profile(info)
             args += ["-fps_mode", "passthrough", "-x264-params", "keyint=9999"]
-        done = run([*args, "-f", "mpegts", part], cfg.process_timeout, f"smart cut part {index}")
+        what = f"smart cut part {index}"
+        job = _PARALLEL.submit(run, [*args, "-f", "mpegts", part], cfg.process_timeout, what)
+        jobs.append((index, part, t1 - t0, job))
+    audio = os.path.join(work, "audio.m4a")
+    audio_job: Future[Completed] | None = None
+    if info.audio_codec:
+        # The audio is re-encoded exactly for the clip, beside the video parts.
+        enc = [*_base(cfg), *_seek_input(segment, cfg.start), "-t", f"{cfg.duration:.6f}", "-vn"]
+        audio_job = _PARALLEL.submit(
+            run, [*enc, *_audio_codec_args(cfg), audio], cfg.process_timeout, "audio encode"
+        )
+    parts: list[tuple[str, float]] = []
+    for index, part, length, job in sorted(jobs, key=lambda item: item[0]):
+        done = job.result()
         _check(done.returncode, done.tail(), f"smart cut part {index}")
-        parts.append((part, t1 - t0))
+        parts.append((part, length))
     listing = os.path.join(work, "parts.ffconcat")
     with open(listing, "w", encoding="utf-8") as handle:
         handle.write("ffconcat version 1.0\n")
@@ -235,9 +243,10 @@ def cut(cfg: Config, info: probe.StreamInfo, segment: str, work_dir: str) -> Cut
     if smart_ok and packets is not None:
         try:
             if smart_cut(cfg, info, packets, segment, out):
-                got = probe.frame_count(out, cfg.process_timeout)
+                made = probe.streams(out, cfg.process_timeout, count_frames=True)
+                got = made.frames
                 if got == expected:
-                    return CutResult(out, "smart", got)
+                    return CutResult(out, "smart", got, made)
                 log.warning("smart cut gave %s frames, expected %s; re-encoding", got, expected)
         except WorkerError as exc:
             if exc.reason is Reason.TIMEOUT:

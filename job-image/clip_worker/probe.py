@@ -22,6 +22,7 @@ class StreamInfo:
     profile: str | None
     frame_rate: float | None
     duration: float | None
+    frames: int | None = None  # decoded video frames, with count_frames
 
 
 def _rate(text: str | None) -> float | None:
@@ -45,14 +46,16 @@ def _json(args: list[str], timeout: float, what: str) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def streams(path: str, timeout: float) -> StreamInfo:
-    """Codecs, size and duration of a local file."""
+def streams(path: str, timeout: float, count_frames: bool = False) -> StreamInfo:
+    """Codecs, size and duration of a local file (`count_frames`: also decode the video and
+    count its frames; a join that does not decode yields fewer)."""
+    count = ["-count_frames"] if count_frames else []
     data = _json(
         [
-            "ffprobe", "-v", "error", "-of", "json",
+            "ffprobe", "-v", "error", "-of", "json", *count,
             "-show_entries",
             "stream=codec_type,codec_name,width,height,pix_fmt,profile,avg_frame_rate,"
-            "r_frame_rate,disposition:format=duration",
+            "r_frame_rate,nb_read_frames,disposition:format=duration",
             path,
         ],
         timeout,
@@ -76,6 +79,7 @@ def streams(path: str, timeout: float) -> StreamInfo:
         profile=video.get("profile"),
         frame_rate=_rate(video.get("avg_frame_rate")) or _rate(video.get("r_frame_rate")),
         duration=float(duration) if duration not in (None, "N/A") else None,
+        frames=int(video["nb_read_frames"]) if video.get("nb_read_frames") else None,
     )
 
 
@@ -116,17 +120,3 @@ def video_packets(path: str, timeout: float) -> VideoPackets:
         if "K" in str(packet.get("flags", "")):
             keys.append(value)
     return VideoPackets(tuple(sorted(times)), tuple(sorted(keys)))
-
-
-def frame_count(path: str, timeout: float) -> int:
-    """Number of video frames that decode from a local file (a broken join decodes fewer)."""
-    data = _json(
-        [
-            "ffprobe", "-v", "error", "-of", "json", "-select_streams", "v:0",
-            "-count_frames", "-show_entries", "stream=nb_read_frames", path,
-        ],
-        timeout,
-        "ffprobe frame count",
-    )  # fmt: skip
-    items = data.get("streams") or [{}]
-    return int(items[0].get("nb_read_frames") or 0)
