@@ -92,7 +92,6 @@ def _download(
 def run_clip(cfg: config.Config, work: str) -> dict[str, Any]:
     """Do the whole job in `work`; return the success result object."""
     clock = _Clock()
-    s3_client = _BACKGROUND.submit(make_client, cfg)
     with EgressProxy(cfg.allow_private_networks, cfg.network_timeout) as proxy:
         try:
             source = resolve(cfg, proxy.url)
@@ -106,6 +105,8 @@ def run_clip(cfg: config.Config, work: str) -> dict[str, Any]:
             f"{source.duration:.3f} s" if source.duration else "unknown", clock.lap("resolve"),
         )  # fmt: skip
         _check_start(cfg, source.duration)
+        # Not earlier: importing boto3 would compete with yt-dlp for the GIL.
+        s3_client = _BACKGROUND.submit(make_client, cfg)
         path, duration, is_clip = _download(cfg, source, proxy, work)
         duration = duration or source.duration
         _check_start(cfg, duration)
