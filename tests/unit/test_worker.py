@@ -10,6 +10,7 @@ import urllib.request
 from typing import Any
 
 import pytest
+
 from clip_worker import config, netguard
 from clip_worker.fetch import classify_failure, fetch_args, input_duration
 from clip_worker.process import Completed
