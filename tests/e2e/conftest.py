@@ -84,6 +84,27 @@ def node_kube(request: pytest.FixtureRequest) -> Kube:
     return kube
 
 
+def _image_names(image: str) -> set[str]:
+    """The names a node may list for a local image (CRI normalises Docker Hub short names)."""
+    names = {image}
+    if "/" not in image:
+        names.add(f"docker.io/library/{image}")
+    return names
+
+
+def require_image_on_node(kube: Kube, image: str) -> None:
+    """Skip unless a Ready node lists `image` (Pods use imagePullPolicy Never)."""
+    wanted = _image_names(image)
+    for node in _ready_nodes(kube):
+        for img in node.status.images or []:
+            if wanted & set(img.names or []):
+                return
+    pytest.skip(
+        f"no Ready node has the image {image}: build it (hack/images.sh), then "
+        f"`hack/node load {image}` (kind: `kind load docker-image {image}`)"
+    )
+
+
 @pytest.fixture(scope="session")
 def host_address(node_kube: Kube) -> str:
     """An address of this machine that Pods on the node reach (servers bind only it)."""
@@ -164,6 +185,8 @@ def e2e_operator(
 ) -> Any:
     """The real operator for this namespace, running the real job image on the node."""
     from kubernetes import client
+
+    require_image_on_node(node_kube, JOB_IMAGE)
 
     node_kube.core.create_namespaced_secret(
         namespace,

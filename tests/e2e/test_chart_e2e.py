@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from tests import clipjobs
+from tests.e2e.conftest import require_image_on_node
 from tests.e2e.test_clips import clip_manifest, download, jobs_of, pods_of, wait_terminal
 from tests.plugins.media import media_duration
 from tests.unit.test_chart import CHART, helm_binary
@@ -63,6 +64,8 @@ def chart_release(
     from kubernetes import client
 
     helm = helm_binary()
+    require_image_on_node(node_kube, OPERATOR_IMAGE)
+    require_image_on_node(node_kube, JOB_IMAGE)
     for name in ("clip-s3-credentials", "clip-operator-s3"):
         node_kube.core.create_namespaced_secret(
             namespace,
