@@ -120,6 +120,18 @@ def chart_release(
     proc = run("install", release, str(CHART), "--namespace", namespace, "-f", str(values_file))
     assert proc.returncode == 0, f"helm install failed:\n{proc.stdout}\n{proc.stderr}"
     try:
+        replicasets = []
+        deadline = time.monotonic() + 30
+        while not replicasets and time.monotonic() < deadline:
+            replicasets = node_kube.run_kubectl(
+                "-n", namespace, "get", "replicaset", "-o", "name"
+            ).stdout.split()
+            time.sleep(0.5)
+        if not replicasets:
+            pytest.skip(
+                "the Deployment got no ReplicaSet in 30 s: the controller manager runs no "
+                "deployment-controller/replicaset-controller (hack/cluster patch, docs/node.md)"
+            )
         _wait_operator_ready(node_kube, namespace, release)
         yield release
     finally:
