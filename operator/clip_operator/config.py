@@ -58,7 +58,7 @@ class OperatorConfig(BaseModel):
     metrics_port: int = Field(default=8080, ge=0, le=65535)
     health_port: int = Field(default=8081, ge=0, le=65535)
     loop_interval_seconds: float = Field(default=5.0, gt=0, le=300)
-    api_threads: int = Field(default=32, ge=2, le=256, description="Threads for API calls")
+    api_threads: int = Field(default=16, ge=2, le=256, description="Threads for API calls")
     storage_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     delete_retry_limit_seconds: int = Field(
         default=3600,

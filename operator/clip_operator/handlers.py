@@ -53,7 +53,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.client_timeout = 300
     settings.watching.connect_timeout = 30
     settings.networking.request_timeout = 60
-    settings.batching.worker_limit = 64
+    # One kopf worker per object, no cap: a capped pool whose workers idle for
+    # idle_timeout after each event limited a 1,000-ClipJob burst to ~9 ClipJobs/s
+    # (bench/RESULTS.md). Workers are cheap tasks; idle ones exit after half a second.
+    settings.batching.worker_limit = None
+    settings.batching.idle_timeout = 0.5
     settings.batching.batch_window = 0.05  # react fast; the reconciler coalesces writes itself
     settings.persistence.finalizer = "mememaker.io/kopf-finalizer"
     settings.persistence.diffbase_storage = NoDiffBase()
