@@ -265,7 +265,12 @@ def test_format_selection() -> None:
     assert "proto:m3u8" in yt["format_sort"]  # HLS where progressive is throttled
     assert yt["proxy"] == "http://p" and yt["socket_timeout"] == 30
     assert "format_sort" not in ydl_options(_cfg(), "http://p", False)
-    assert ydl_options(_cfg(), "http://p", True)["http_headers"] == {"Range": "bytes=0-0"}
+    direct = ydl_options(_cfg(), "http://p", True)
+    assert direct["http_headers"] == {"Range": "bytes=0-0"}
+    assert direct["force_generic_extractor"] is True
+    assert "force_generic_extractor" not in ydl_options(_cfg(), "http://p", False)
+    playlist = ydl_options(_cfg(), "http://p", False, playlist=True)
+    assert playlist["force_generic_extractor"] is True and "http_headers" not in playlist
 
 
 def test_header_args() -> None:
