@@ -299,6 +299,13 @@ def run_once(
     op.terminate()
     op.wait(timeout=30)
     rec.close()
+    # Steady-state footprint: a fresh operator that lists all N finished ClipJobs and Jobs
+    # (what a restart, or a long-running operator after the burst has settled, holds).
+    fresh = start_operator(kube, ns, workdir / f"operator-{label}-fresh.log", settings)
+    time.sleep(20)
+    stats["fresh_rss_mb"] = proc_stats(fresh.pid)["rss_mb"]
+    fresh.terminate()
+    fresh.wait(timeout=30)
     delta = {k: after[k] - before.get(k, 0) for k in after if after[k] - before.get(k, 0) > 0}
     by_verb: Counter[str] = Counter()
     for (verb, resource, sub), count in delta.items():
