@@ -284,6 +284,21 @@ def render(outcomes: list[Outcome], ctx: dict[str, Any], command: str, rounds: i
         )
     by = {o.name: statistics.median(o.walls) for o in outcomes}
     phases = [f"- {o.name} phases (round 1, s): {o.phases}" for o in outcomes if o.phases]
+    walls = {o.name: o.walls for o in outcomes}
+
+    def paired(ours: str, theirs: str) -> str:
+        ratios = [a / b for a, b in zip(walls[ours], walls[theirs], strict=True)]
+        listed = ", ".join(f"{r:.2f}" for r in ratios)
+        return f"{listed} (median {statistics.median(ratios):.2f})"
+
+    phases.insert(
+        0,
+        "- per-round paired ratios (robust to load drifting during the run): accurate / "
+        "--force-keyframes-at-cuts "
+        + paired("clip-worker accurate", "yt-dlp --download-sections --force-keyframes-at-cuts")
+        + "; fast / default "
+        + paired("clip-worker fast", "yt-dlp --download-sections"),
+    )
     accurate = (
         by["clip-worker accurate"] / by["yt-dlp --download-sections --force-keyframes-at-cuts"]
     )
