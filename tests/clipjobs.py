@@ -74,3 +74,16 @@ def events_for(kube: Any, namespace: str, name: str) -> list[Any]:
     return [
         e for e in items if e.involved_object.name == name and e.involved_object.kind == "ClipJob"
     ]
+
+
+def gone(kube: Any, namespace: str, name: str) -> bool:
+    """True once the ClipJob no longer exists (finalizers done)."""
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        get(kube, namespace, name)
+    except ApiException as exc:
+        if exc.status == 404:
+            return True
+        raise
+    return False

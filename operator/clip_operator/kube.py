@@ -112,21 +112,22 @@ class Kube:
         )
         return list(found.get("items") or [])
 
-    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> str | None:
-        """Merge-patch status; returns the new resourceVersion (None if the ClipJob is gone)."""
+    async def _merge_patch_clipjob(self, path: str, body: dict[str, Any]) -> str | None:
+        """Merge-patch a ClipJob (or its status); the new resourceVersion, None if it is gone."""
         try:
             obj = await self._call(
-                "PATCH",
-                f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}/status",
-                {"status": status},
-                [("fieldManager", FIELD_MANAGER)],
-                MERGE_PATCH,
+                "PATCH", path, body, [("fieldManager", FIELD_MANAGER)], MERGE_PATCH
             )
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise
         return str((obj.get("metadata") or {}).get("resourceVersion") or "") or None
+
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> str | None:
+        """Merge-patch status; returns the new resourceVersion (None if the ClipJob is gone)."""
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}/status"
+        return await self._merge_patch_clipjob(path, {"status": status})
 
     async def patch_finalizers(
         self, namespace: str, name: str, finalizers: list[str], resource_version: str | None
@@ -135,19 +136,8 @@ class Kube:
         meta: dict[str, Any] = {"finalizers": finalizers}
         if resource_version:
             meta["resourceVersion"] = resource_version
-        try:
-            obj = await self._call(
-                "PATCH",
-                f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}",
-                {"metadata": meta},
-                [("fieldManager", FIELD_MANAGER)],
-                MERGE_PATCH,
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return str((obj.get("metadata") or {}).get("resourceVersion") or "") or None
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}"
+        return await self._merge_patch_clipjob(path, {"metadata": meta})
 
     async def update_finalizers(
         self, namespace: str, name: str, add: str | None = None, remove: str | None = None

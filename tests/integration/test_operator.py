@@ -13,7 +13,16 @@ from typing import Any
 
 import pytest
 
-from tests.clipjobs import condition, create, events_for, get, manifest, wait_for, wait_phase
+from tests.clipjobs import (
+    condition,
+    create,
+    events_for,
+    get,
+    gone,
+    manifest,
+    wait_for,
+    wait_phase,
+)
 from tests.kubelet_sim import (
     Kubelet,
     job_pods,
@@ -264,14 +273,7 @@ def test_delete_policy_removes_the_s3_object(
         "mememaker.io", "v1alpha1", namespace, "clipjobs", "tmp"
     )
 
-    def gone() -> bool:
-        try:
-            get(kube, namespace, "tmp")
-            return False
-        except Exception:
-            return True
-
-    wait_for("ClipJob deleted", gone, timeout=60)
+    wait_for("ClipJob deleted", lambda: gone(kube, namespace, "tmp"), timeout=60)
     listed = s3.list_objects_v2(Bucket=s3_bucket).get("Contents", [])
     assert not [o for o in listed if o["Key"] == result["key"]]
 
@@ -300,14 +302,9 @@ def test_delete_with_unreachable_store_retries_then_is_released(
     )
     assert "retrying for up to 8 s" in obj["status"]["message"]
 
-    def gone() -> bool:
-        try:
-            get(kube, namespace, "stuck")
-            return False
-        except Exception:
-            return True
-
-    wait_for("finalizer released after the bound", gone, timeout=60)
+    wait_for(
+        "finalizer released after the bound", lambda: gone(kube, namespace, "stuck"), timeout=60
+    )
     assert any(e.reason == "DeleteAbandoned" for e in events_for(kube, namespace, "stuck"))
 
 
