@@ -313,7 +313,7 @@ def run_once(
         # controller's (Pods, Job status) are left out: what remains is the operator's.
         if resource == "clipjobs" and verb == "POST":
             continue
-        if resource == "pods" and (sub == "status" or verb == "POST"):
+        if resource == "pods" and (sub == "status" or verb in ("POST", "PATCH")):
             continue
         if resource == "jobs" and sub == "status":
             continue
