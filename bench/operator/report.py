@@ -50,7 +50,9 @@ def table(tag: str, runs: list[dict[str, Any]]) -> str:
     lines.append("")
     for r in runs:
         reqs = ", ".join(
-            f"{k} {v:g}" for k, v in r["operator_requests_per_clipjob"].items() if v >= 0.05
+            f"{k} {v:g}"
+            for k, v in r["operator_requests_per_clipjob"].items()
+            if v >= 0.05 and k != "PATCH pods"  # PATCH pods: the Job controller
         )
         lines.append(f"- {r['label']}: {reqs}")
     lines.append("")
