@@ -44,8 +44,9 @@ def table(tag: str, runs: list[dict[str, Any]]) -> str:
         )
     lines.append("")
     lines.append(
-        "API requests per ClipJob lifecycle made by the operator (apiserver_request_total "
-        "delta; the bench's own and the Job controller's traffic left out):"
+        "API requests per ClipJob lifecycle (apiserver_request_total delta; the bench's own "
+        "traffic and the Job controller's Pod and Job-status traffic left out; POST events "
+        "counts every component's Events, ours are in the table above):"
     )
     lines.append("")
     for r in runs:
