@@ -14,7 +14,7 @@ paths tests need:
 - `/_stall?seconds=N`: sends nothing for N seconds (at most 60), then closes
 - `/_stats`: JSON {path: {"bytes": n, "requests": n}}; `/_stats/reset` clears it
 
-Byte counts are body bytes handed to the socket. The socket's send buffer is kept
+Byte counts are body bytes handed to the socket, in 16 KiB writes. The send buffer is kept
 small (32 KiB) so the count stays close to what a client that hangs up mid-body read;
 that also caps throughput (delayed ACKs), so `send_buffer=None` is there for bulk downloads.
 """
@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-CHUNK = 64 * 1024
+CHUNK = 16 * 1024
 SEND_BUFFER = 32 * 1024
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _TYPES = {
