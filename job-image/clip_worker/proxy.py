@@ -24,10 +24,10 @@ from clip_worker.result import Reason, WorkerError
 log = logging.getLogger("clip_worker")
 
 _MAX_HEAD = 64 * 1024
-_CHUNK = 64 * 1024
+_CHUNK = 16 * 1024
 # A small receive buffer keeps the proxy from reading far ahead of its client, so
 # bytes a client never asked for are not pulled from the source.
-_UPSTREAM_RCVBUF = 64 * 1024
+_UPSTREAM_RCVBUF = 32 * 1024
 _CLIENT_SNDBUF = 16 * 1024
 _HOP_HEADERS = {b"connection", b"proxy-connection", b"keep-alive", b"proxy-authorization"}
 
