@@ -1,6 +1,6 @@
 """Plot bench/operator/results.json: latency against N, ours next to the Job controller's.
 
-    python -m bench.operator.plot [results.json] [out.png]
+python -m bench.operator.plot [results.json] [out.png]
 """
 
 from __future__ import annotations

@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 import yaml
-from clip_operator import metrics
 from prometheus_client.parser import text_string_to_metric_families
+
+from clip_operator import metrics
 
 DASHBOARDS = Path(__file__).resolve().parents[2] / "dashboards"
 UIDS = {"clip-overview.json": "clip-overview", "clip-operator.json": "clip-operator"}

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import kopf
 import pytest
-from clip_operator import metrics
 from prometheus_client import REGISTRY
+
+from clip_operator import metrics
 
 
 def free_port() -> int:
