@@ -1,10 +1,11 @@
-"""A process 'node' for the control-plane-only cluster: runs Job Pods as local processes.
+"""A process 'node': runs Job Pods as local processes, for a cluster without a kubelet.
 
-`hack/cluster` has no kubelet. For the demo (and as a stand-in until a real node exists)
-this watches Pods of ClipJob Jobs and runs each Pod's container command, the real
-`clip-worker`, as a local process with the Pod's environment (Secret references resolved
-through the API), then reports the Pod's status exactly as tests/kubelet_sim.py does:
-Running, then terminated with the worker's exit code and termination message.
+`hack/demo` falls back to it when `hack/node up` cannot start a real node here (no Docker
+for the images, missing kernel features; `CLIP_DEMO_NODE=process` forces it). It watches
+Pods of ClipJob Jobs and runs each Pod's container command, the real `clip-worker`, as a
+local process with the Pod's environment (Secret references resolved through the API),
+then reports the Pod's status exactly as tests/kubelet_sim.py does: Running, then
+terminated with the worker's exit code and termination message.
 
     python -m tests.local_node --kubeconfig .cluster/kubeconfig [--namespace NS]
 
