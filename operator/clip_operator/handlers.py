@@ -53,11 +53,15 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.client_timeout = 300
     settings.watching.connect_timeout = 30
     settings.networking.request_timeout = 60
-    # One kopf worker per object, no cap: a capped pool whose workers idle for
-    # idle_timeout after each event limited a 1,000-ClipJob burst to ~9 ClipJobs/s
-    # (bench/RESULTS.md). Workers are cheap tasks; idle ones exit after half a second.
-    settings.batching.worker_limit = None
+    # kopf runs one worker per object; a small pool (64) whose workers idled 5 s after each
+    # event limited a 1,000-ClipJob burst to ~9 ClipJobs/s (bench/RESULTS.md). A large pool
+    # with short idling keeps throughput and still bounds the tasks alive at once.
+    settings.batching.worker_limit = 500  # bounds memory when thousands of objects arrive
     settings.batching.idle_timeout = 0.5
+    # Only our Jobs are listed and watched (server-side), in pages: not every Job in scope
+    # at once, which at 5,000 Jobs was hundreds of MB of JSON parsed in one go.
+    settings.watching.label_selectors["batch", "jobs"] = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+    settings.watching.chunk_size = 200
     settings.batching.batch_window = 0.05  # react fast; the reconciler coalesces writes itself
     settings.persistence.finalizer = "mememaker.io/kopf-finalizer"
     settings.persistence.diffbase_storage = NoDiffBase()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import quote
@@ -93,15 +94,28 @@ class Kube:
             if exc.status != 404:
                 raise
 
-    def list_jobs_sync(self, label_selector: str, namespaces: list[str]) -> list[dict[str, Any]]:
+    def list_jobs_sync(
+        self,
+        label_selector: str,
+        namespaces: list[str],
+        slim: Callable[[dict[str, Any]], dict[str, Any]] = lambda job: job,
+    ) -> list[dict[str, Any]]:
         """All Jobs we manage (startup seeding, before the watches begin)."""
-        query = [("labelSelector", label_selector)]
         paths = [f"/apis/batch/v1/namespaces/{ns}/jobs" for ns in namespaces] or [
             "/apis/batch/v1/jobs"
         ]
         items: list[dict[str, Any]] = []
         for path in paths:
-            items += self.request("GET", path, query=query).get("items") or []
+            token = ""
+            while True:  # in pages, slimmed as they come: thousands of Jobs are large
+                query = [("labelSelector", label_selector), ("limit", "200")]
+                if token:
+                    query.append(("continue", token))
+                page = self.request("GET", path, query=query)
+                items += [slim(item) for item in page.get("items") or []]
+                token = (page.get("metadata") or {}).get("continue") or ""
+                if not token:
+                    break
         return items
 
     async def list_job_pods(self, namespace: str, job_name: str) -> list[dict[str, Any]]:

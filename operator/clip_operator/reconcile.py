@@ -140,11 +140,13 @@ class Reconciler:
     async def seed(self) -> None:
         """List managed Jobs before the watches start, so the in-flight count is right at once."""
         selector = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
-        jobs = await asyncio.to_thread(self.kube.list_jobs_sync, selector, self.config.namespaces)
+        jobs = await asyncio.to_thread(
+            self.kube.list_jobs_sync, selector, self.config.namespaces, slim_job
+        )
         for job in jobs:
             owner = owner_uid(job)
             if owner:
-                self.store.jobs[owner] = slim_job(job)
+                self.store.jobs[owner] = job
 
     def observe(self, raw: dict[str, Any]) -> bool:
         """Cache a ClipJob from a watch event; False (ignored) if older than our last write.
