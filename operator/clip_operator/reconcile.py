@@ -310,6 +310,14 @@ class Reconciler:
         obs = observe_job(job, pods)
         status = body.get("status") or {}
         if (
+            obs.phase == Phase.QUEUED
+            and obs.reason == "Starting"
+            and status.get("phase") == Phase.RUNNING.value
+        ):
+            # The container has exited (not ready) but the Job controller has not counted it
+            # yet: still Running, never back to Queued.
+            return
+        if (
             obs.phase not in TERMINAL_PHASES
             and status.get("phase") == obs.phase.value
             and status.get("reason") == obs.reason
