@@ -37,7 +37,10 @@ else
 fi
 
 stamp="$CLIP_CACHE/pip-$(sha256sum "$REPO_ROOT/pyproject.toml" | cut -c1-12)-$(python3 -c 'import sys;print(sys.prefix.replace("/","_"))')"
-if [ -f "$stamp" ] && python3 -c "import clip_operator, clip_worker" 2>/dev/null; then
+# Installed, and from this checkout (an editable install of another clone does not count).
+if [ -f "$stamp" ] && python3 -c "
+import sys, clip_operator, clip_worker
+sys.exit(0 if clip_operator.__file__.startswith('$REPO_ROOT/') else 1)" 2>/dev/null; then
   log "Python packages: present"
 else
   log "installing Python packages: pip install -e .[dev]"
