@@ -393,7 +393,7 @@ def main() -> None:
     )
     kube = Kube(kubeconfig, "kubectl")
     settings = dict(s.split("=", 1) for s in args.setting)
-    workdir = REPO / ".cluster" / "bench"
+    workdir = Path(os.environ.get("CLUSTER_DIR") or REPO / ".cluster") / "bench"
     workdir.mkdir(parents=True, exist_ok=True)
     runs = []
     for n in args.burst:
