@@ -21,21 +21,25 @@ def main() -> None:
     data = json.loads(src.read_text())
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=False)
     series = [
-        ("clipjob_to_job", "ClipJob -> Job (operator)"),
-        ("job_complete_to_succeeded", "Job complete -> ClipJob Succeeded (operator)"),
-        ("job_controller_job_to_pod", "Job -> Pod (Kubernetes Job controller)"),
+        ("clipjob_to_job", "-o", "ClipJob -> Job (operator)"),
+        ("job_complete_to_succeeded", "-.s", "Job complete -> Succeeded (operator)"),
+        ("job_controller_job_to_pod", ":x", "Job -> Pod (Job controller, same run)"),
     ]
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, stat in zip(axes, ("p50", "p99"), strict=True):
-        for tag, block in data.items():
+        for index, (tag, block) in enumerate(data.items()):
             runs = [r for r in block["runs"] if r["label"].startswith("burst")]
             if not runs:
                 continue
             ns = [r["n"] for r in runs]
-            for key, label in series:
-                if tag != "after" and key == "job_controller_job_to_pod":
-                    continue
-                style = "-o" if tag == "after" else "--x"
-                ax.plot(ns, [r[key][stat] for r in runs], style, label=f"{label} [{tag}]")
+            for key, style, label in series:
+                ax.plot(
+                    ns,
+                    [r[key][stat] for r in runs],
+                    style,
+                    color=colors[index % len(colors)],
+                    label=f"{label} [{tag}]",
+                )
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("ClipJobs created at once (N)")
