@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 .DEFAULT_GOAL := help
 
 help: ## list the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
 
 setup: ## install Debian and Python packages and build the Go binaries (cached)
 	hack/setup.sh
@@ -16,9 +16,15 @@ lint: ## ruff check, ruff format --check, mypy
 	ruff format --check .
 	mypy
 
-test: setup ## THE test command: setup, lint, then every test tier this machine can run
+test: setup ## THE test command: setup, lint, unit and integration tiers (e2e: make e2e)
 	$(MAKE) lint
 	$(PYTEST) tests $(PYTEST_ARGS)
+
+e2e: ## e2e tier on a real node: images, a fresh cluster with a node, tests/e2e
+	hack/cluster down >/dev/null 2>&1 || true
+	hack/images.sh
+	hack/cluster up --with-node
+	$(PYTEST) tests/e2e -rs $(PYTEST_ARGS)
 
 test-unit: ## unit tests only (no infrastructure)
 	$(PYTEST) tests/unit $(PYTEST_ARGS)
@@ -59,4 +65,4 @@ demo: ## the quick start: a real clip, end to end, on the local cluster
 demo-down: ## tear the demo down
 	hack/demo down
 
-.PHONY: help setup lint test test-unit test-integration cluster-up cluster-down s3-up s3-down images helm chart-sync chart-test bench-operator demo demo-down
+.PHONY: help setup lint test e2e test-unit test-integration cluster-up cluster-down s3-up s3-down images helm chart-sync chart-test bench-operator demo demo-down
