@@ -11,3 +11,25 @@ export CGO_ENABLED="${CGO_ENABLED:-0}"
 
 log() { printf '[hack %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
+
+# stop_pid <name> <pid-or-empty> <pid-file> <grace-seconds>: SIGTERM, then SIGKILL after the grace.
+stop_pid() {
+  local name="$1" pid="$2" pid_file="$3" grace="$4"
+  if [[ -z "$pid" ]]; then
+    log "$name is not running (no live PID in $pid_file)"
+    rm -f "$pid_file"
+    return 0
+  fi
+  log "stopping $name (PID $pid)"
+  kill "$pid"
+  local deadline=$((SECONDS + grace))
+  while kill -0 "$pid" 2>/dev/null; do
+    if ((SECONDS >= deadline)); then
+      log "PID $pid ignored SIGTERM for $grace s; sending SIGKILL"
+      kill -9 "$pid" 2>/dev/null || true
+      break
+    fi
+    sleep 0.1
+  done
+  rm -f "$pid_file"
+}

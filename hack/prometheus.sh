@@ -99,25 +99,7 @@ start() {
 }
 
 stop() {
-  local pid
-  pid="$(running_pid)"
-  if [[ -z "$pid" ]]; then
-    log "prometheus is not running (no live PID in $PID_FILE)"
-    rm -f "$PID_FILE"
-    return 0
-  fi
-  log "stopping prometheus (PID $pid)"
-  kill "$pid"
-  local deadline=$((SECONDS + 15))
-  while kill -0 "$pid" 2>/dev/null; do
-    if ((SECONDS >= deadline)); then
-      log "PID $pid ignored SIGTERM for 15 s; sending SIGKILL"
-      kill -9 "$pid" 2>/dev/null || true
-      break
-    fi
-    sleep 0.1
-  done
-  rm -f "$PID_FILE"
+  stop_pid prometheus "$(running_pid)" "$PID_FILE" 15
 }
 
 status() {

@@ -91,25 +91,7 @@ start() {
 }
 
 stop() {
-  local pid
-  pid="$(running_pid)"
-  if [[ -z "$pid" ]]; then
-    log "versitygw is not running (no live PID in $PID_FILE)"
-    rm -f "$PID_FILE"
-    return 0
-  fi
-  log "stopping versitygw (PID $pid)"
-  kill "$pid"
-  local deadline=$((SECONDS + 10))
-  while kill -0 "$pid" 2>/dev/null; do
-    if ((SECONDS >= deadline)); then
-      log "PID $pid ignored SIGTERM for 10 s; sending SIGKILL"
-      kill -9 "$pid" 2>/dev/null || true
-      break
-    fi
-    sleep 0.1
-  done
-  rm -f "$PID_FILE"
+  stop_pid versitygw "$(running_pid)" "$PID_FILE" 10
 }
 
 status() {
