@@ -102,28 +102,10 @@ def _probe(client: Any, api: Any, host: str) -> str | None:
     return None
 
 
-def limit_malloc_arenas(arenas: int = 2) -> None:
-    """Cap glibc's per-thread malloc arenas before the API threads start.
-
-    Each thread otherwise gets an arena of its own that keeps freed memory: with dozens
-    of API threads decoding JSON that was most of the operator's RSS growth in
-    bench/operator (the MALLOC_ARENA_MAX=2 advice for Python services, applied in-process).
-    """
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if not name:
-        return
-    try:
-        libc = ctypes.CDLL(name)
-        libc.mallopt(-8, arenas)  # M_ARENA_MAX
-    except (OSError, AttributeError):
-        pass  # not glibc: nothing to tune
-
-
 def run(config: OperatorConfig, liveness: str | None, verbose: bool) -> int:
     import kopf
+
+    from .memory import limit_malloc_arenas
 
     limit_malloc_arenas()
     # kopf names itself after the user (getpass.getuser()); images run as a bare numeric

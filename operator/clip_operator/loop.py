@@ -14,6 +14,7 @@ import time
 from datetime import UTC, datetime
 
 from . import metrics
+from .memory import release_memory
 from .models import Phase
 from .queue import admit
 from .reconcile import FINALIZER, Reconciler, job_finished
@@ -83,25 +84,6 @@ async def tick(reconciler: Reconciler, full: bool = True) -> None:
     update_gauges(reconciler)
     # 5. Hand freed heap back to the OS after bursts (glibc keeps it otherwise).
     release_memory()
-
-
-_last_trim = 0.0
-
-
-def release_memory(every_seconds: float = 30.0) -> None:
-    """malloc_trim(0) at most every `every_seconds`; a no-op where libc has none."""
-    global _last_trim
-    now = time.monotonic()
-    if now - _last_trim < every_seconds:
-        return
-    _last_trim = now
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if name:
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(name).malloc_trim(0)
 
 
 def meta_name(body: dict[str, object]) -> str:
