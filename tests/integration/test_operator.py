@@ -51,6 +51,18 @@ def job_for(kube: Any, namespace: str, name: str, timeout: float = 30) -> Any:
     return wait_for(f"Job of {name}", check, timeout)
 
 
+def start_with_s3(operator_factory: Any, s3_server: Any, s3_bucket: str) -> Any:
+    """The operator with the real S3 server as its default store and credentials."""
+    return operator_factory(
+        s3_bucket=s3_bucket,
+        s3_endpoint=s3_server.endpoint,
+        env={
+            "AWS_ACCESS_KEY_ID": s3_server.access_key,
+            "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
+        },
+    )
+
+
 def test_clipjob_gets_exactly_one_owned_job_and_queued_status(
     kube: Any, namespace: str, operator_factory: Any
 ) -> None:
@@ -83,14 +95,7 @@ def test_success_fills_output_url_and_ready(
 ) -> None:
     import urllib.request
 
-    operator_factory(
-        s3_bucket=s3_bucket,
-        s3_endpoint=s3_server.endpoint,
-        env={
-            "AWS_ACCESS_KEY_ID": s3_server.access_key,
-            "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
-        },
-    )
+    start_with_s3(operator_factory, s3_server, s3_bucket)
     create(kube, namespace, manifest("ok", urlExpiresSeconds=600))
     job = job_for(kube, namespace, "ok")
     pod = wait_for_pod(kube, namespace, job.metadata.name)
@@ -252,14 +257,7 @@ def test_delete_removes_job_and_pods_through_gc(
 def test_delete_policy_removes_the_s3_object(
     kube: Any, namespace: str, operator_factory: Any, s3_server: Any, s3_bucket: str
 ) -> None:
-    operator_factory(
-        s3_bucket=s3_bucket,
-        s3_endpoint=s3_server.endpoint,
-        env={
-            "AWS_ACCESS_KEY_ID": s3_server.access_key,
-            "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
-        },
-    )
+    start_with_s3(operator_factory, s3_server, s3_bucket)
     create(kube, namespace, manifest("tmp", deletionPolicy="Delete"))
     job = job_for(kube, namespace, "tmp")
     pod = wait_for_pod(kube, namespace, job.metadata.name)
