@@ -33,3 +33,20 @@ stop_pid() {
   done
   rm -f "$pid_file"
 }
+
+# wait_started <name> <pid> <pid-file> <log-file> <where> <seconds> <check-command...>:
+# wait until the check passes; fail with the log's tail if the process dies or time runs out.
+wait_started() {
+  local name="$1" pid="$2" pid_file="$3" log_file="$4" where="$5" limit="$6"
+  shift 6
+  local deadline=$((SECONDS + limit))
+  until "$@"; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      rm -f "$pid_file"
+      tail -n 20 "$log_file" >&2 || true
+      die "$name exited at start; see $log_file"
+    fi
+    ((SECONDS < deadline)) || die "$name (PID $pid) not ready on $where within $limit s; see $log_file"
+    sleep 0.2
+  done
+}

@@ -85,16 +85,7 @@ start() {
     >"$LOG_FILE" 2>&1 </dev/null &
   pid=$!
   echo "$pid" >"$PID_FILE"
-  local deadline=$((SECONDS + 30))
-  until ready; do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      rm -f "$PID_FILE"
-      tail -n 20 "$LOG_FILE" >&2 || true
-      die "prometheus exited at start; see $LOG_FILE"
-    fi
-    ((SECONDS < deadline)) || die "prometheus (PID $pid) not ready on $PROM_URL within 30 s; see $LOG_FILE"
-    sleep 0.2
-  done
+  wait_started prometheus "$pid" "$PID_FILE" "$LOG_FILE" "$PROM_URL" 30 ready
   log "prometheus running (PID $pid) on $PROM_URL"
 }
 

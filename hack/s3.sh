@@ -77,16 +77,7 @@ start() {
     posix --sidecar "$S3_STATE/sidecar" "$S3_STATE/data" >"$LOG_FILE" 2>&1 </dev/null &
   pid=$!
   echo "$pid" >"$PID_FILE"
-  local deadline=$((SECONDS + 30))
-  until answers; do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      rm -f "$PID_FILE"
-      tail -n 20 "$LOG_FILE" >&2 || true
-      die "versitygw exited at start; see $LOG_FILE"
-    fi
-    ((SECONDS < deadline)) || die "versitygw (PID $pid) did not answer on $S3_ENDPOINT within 30 s; see $LOG_FILE"
-    sleep 0.2
-  done
+  wait_started versitygw "$pid" "$PID_FILE" "$LOG_FILE" "$S3_ENDPOINT" 30 answers
   log "versitygw running (PID $pid) on $S3_ENDPOINT"
 }
 
