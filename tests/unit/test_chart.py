@@ -1,15 +1,14 @@
 """The Helm chart charts/clip-operator, rendered by a real helm (hack/helm.sh builds it).
 
 Lint, render with the defaults and each ci/ values file, schema refusals, and what the
-rendered objects promise: least-privilege RBAC, one Recreate replica with a restricted
-security context, every operator setting as its CLIP_OPERATOR_* variable, monitoring
-objects made from dashboards/ untemplated. The copies in charts/clip-operator/files/ must
-equal their sources (no helm needed for that one).
+rendered objects promise: one Recreate replica with a restricted security context, every
+operator setting as its CLIP_OPERATOR_* variable, monitoring objects made from dashboards/
+untemplated (RBAC and the worker NetworkPolicy: test_chart_security.py). The copies in
+charts/clip-operator/files/ must equal their sources (no helm needed for that one).
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import re
@@ -97,18 +96,6 @@ def rules_of(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
             for resource in rule["resources"]:
                 out.setdefault((group, resource), set()).update(rule["verbs"])
     return out
-
-
-# What the operator needs in each namespace it serves (README: Install on a cluster).
-NAMESPACED_RULES = {
-    ("mememaker.io", "clipjobs"): {"get", "list", "watch", "patch"},
-    ("mememaker.io", "clipjobs/status"): {"patch"},
-    ("mememaker.io", "clipjobs/finalizers"): {"update"},
-    ("batch", "jobs"): {"create", "get", "list", "watch", "delete"},
-    ("", "pods"): {"list"},
-    ("", "events"): {"create"},
-    ("", "secrets"): {"get"},
-}
 
 
 # --- files copied from outside the chart (no helm needed) ---------------------------------
@@ -214,7 +201,15 @@ def test_every_operator_setting_maps_to_its_environment_variable() -> None:
     assert (config.s3_bucket, config.s3_region) == ("clips", "eu-west-1")
     assert config.s3_endpoint == "http://minio.storage.svc:9000"
     assert config.s3_public_endpoint == "https://clips.example.com"
-    assert config.s3_credentials_secret == "clip-s3-job"
+    assert config.s3_allowed_endpoints == [
+        "https://s3.eu-west-1.amazonaws.com",
+        "http://minio.tenants.svc:9000",
+    ]
+    assert (config.url_policy, config.resync_seconds, config.workers) == ("Secret", 120, 4)
+    policy = config.worker_network_policy
+    assert (json.loads(policy) if isinstance(policy, str) else policy) == json.loads(
+        env["CLIP_OPERATOR_WORKER_NETWORK_POLICY"]
+    )
     assert config.max_output_bytes == 5368709120  # not 5.36870912e+09
     assert config.url_refresh_fraction == 0.25 and config.in_flight_limit == 3
     assert config.allow_private_networks == ["10.50.0.0/16"]
@@ -243,54 +238,6 @@ def test_default_env_is_the_operators_defaults() -> None:
     }
     assert not differs, f"chart defaults differ from the operator's: {differs}"
     assert config.job_image == "clip-job:0.1.0"
-
-
-# --- RBAC -------------------------------------------------------------------------------------
-
-
-def test_cluster_wide_rbac_is_least_privilege() -> None:
-    docs = render()
-    role = one(docs, "ClusterRole")
-    rules = rules_of(role)
-    assert rules == {
-        **NAMESPACED_RULES,
-        ("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"},
-    }
-    binding = one(docs, "ClusterRoleBinding")
-    assert binding["roleRef"]["name"] == role["metadata"]["name"]
-    assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": "clip-clip-operator", "namespace": "clip-system"}
-    ]
-    assert not by_kind(docs, "Role") and not by_kind(docs, "RoleBinding")
-
-
-def test_namespaced_mode_has_a_role_per_namespace_and_nothing_cluster_wide() -> None:
-    docs = render(values=[CHART / "ci/namespaced-values.yaml"])
-    assert not by_kind(docs, "ClusterRole") and not by_kind(docs, "ClusterRoleBinding")
-    roles = by_kind(docs, "Role")
-    assert sorted(r["metadata"]["namespace"] for r in roles) == ["media", "media-staging"]
-    for role in roles:
-        assert rules_of(role) == NAMESPACED_RULES
-    bindings = by_kind(docs, "RoleBinding")
-    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["media", "media-staging"]
-    assert all(b["subjects"][0]["namespace"] == "clip-system" for b in bindings)
-    assert operator_env(docs)["CLIP_OPERATOR_NAMESPACES"] == "media,media-staging"
-
-
-def test_tenant_secrets_off_removes_secret_access() -> None:
-    rules = rules_of(one(render(sets={"rbac.tenantSecrets": "false"}), "ClusterRole"))
-    assert ("", "secrets") not in rules
-
-
-def test_no_rule_grants_wildcards_pod_creation_or_secret_listing() -> None:
-    for values in [None, *CI_VALUES]:
-        docs = render(values=[values] if values else None)
-        for role in by_kind(docs, "ClusterRole") + by_kind(docs, "Role"):
-            for rule in role["rules"]:
-                assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
-            rules = rules_of(role)
-            assert not rules.get(("", "secrets"), set()) & {"list", "watch"}
-            assert "create" not in rules.get(("", "pods"), set())
 
 
 # --- CRD ----------------------------------------------------------------------------------------
@@ -365,70 +312,6 @@ def test_pod_monitor_with_custom_sidecar_label() -> None:
         assert "grafana_dashboard" not in cm["metadata"]["labels"]
 
 
-# --- NetworkPolicy ------------------------------------------------------------------------------
-
-
-def test_worker_network_policy_blocks_cluster_and_metadata_addresses() -> None:
-    docs = render(values=[CHART / "ci/namespaced-values.yaml"])
-    policies = by_kind(docs, "NetworkPolicy")
-    assert sorted(p["metadata"]["namespace"] for p in policies) == ["media", "media-staging"]
-    spec = policies[0]["spec"]
-    assert WORKER_LABELS.items() <= spec["podSelector"]["matchLabels"].items()
-    assert spec["policyTypes"] == ["Ingress", "Egress"] and spec["ingress"] == []
-    dns, internet = spec["egress"]
-    assert {p["port"] for p in dns["ports"]} == {53}
-    blocks = [peer["ipBlock"] for peer in internet["to"]]
-    for address in [
-        "169.254.169.254",
-        "10.96.0.1",
-        "172.17.0.2",
-        "192.168.1.1",
-        "127.0.0.1",
-        "100.64.0.1",
-        "fd00:ec2::254",
-        "fe80::1",
-    ]:
-        ip = ipaddress.ip_address(address)
-        allowed = [
-            b
-            for b in blocks
-            if ip in ipaddress.ip_network(b["cidr"])
-            and not any(ip in ipaddress.ip_network(e) for e in b.get("except", []))
-        ]
-        assert not allowed, f"{address} is reachable through {allowed}"
-    assert any(
-        ipaddress.ip_address("93.184.216.34") in ipaddress.ip_network(b["cidr"]) for b in blocks
-    )
-    assert {p["port"] for p in internet["ports"]} == {80, 443}
-
-
-def test_worker_pods_the_operator_builds_match_the_network_policy() -> None:
-    from clip_operator.builders import ClipJobRef, build_job
-    from clip_operator.models import ClipJobSpec
-
-    spec = ClipJobSpec.model_validate(
-        {"source": {"url": "https://e.com/v.mp4"}, "start": "0", "end": "5"}
-    )
-    job = build_job(
-        ClipJobRef(namespace="media", name="x", uid="u-1"), spec, OperatorConfig(s3_bucket="b")
-    )
-    pod_labels = job["spec"]["template"]["metadata"]["labels"]
-    policy = by_kind(render(values=[CHART / "ci/namespaced-values.yaml"]), "NetworkPolicy")[0]
-    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
-
-
-def test_network_policy_namespaces_and_s3_egress() -> None:
-    docs = render(values=[CHART / "ci/custom-storage-values.yaml"])
-    (policy,) = by_kind(docs, "NetworkPolicy")
-    assert policy["metadata"]["namespace"] == "clip-system"  # cluster-wide: release namespace
-    egress = policy["spec"]["egress"]
-    s3 = egress[1]
-    assert s3["to"][0]["podSelector"] == {"matchLabels": {"app": "minio"}}
-    assert s3["ports"] == [{"port": 9000, "protocol": "TCP"}]
-    assert egress[-1]["to"] == [{"ipBlock": {"cidr": "10.50.0.0/16"}}]
-    assert not by_kind(render(), "NetworkPolicy")
-
-
 # --- refusals -----------------------------------------------------------------------------------
 
 
@@ -442,6 +325,10 @@ def test_network_policy_namespaces_and_s3_egress() -> None:
         ({"storage.endpoint": "minio:9000"}, ["/storage/endpoint"]),
         ({"watchNamespaces[0]": "Media_Team"}, ["/watchNamespaces/0"]),
         ({"job.resources.limits.memory": "lots"}, ["/job/resources/limits/memory"]),
+        ({"storage.allowedEndpoints[0]": "minio:9000"}, ["/storage/allowedEndpoints/0"]),
+        ({"operator.urlPolicy": "Log"}, ["/operator/urlPolicy", "Status"]),
+        ({"storage.jobCredentialsSecret": "s"}, ["jobCredentialsSecret", "additional properties"]),
+        ({"networkPolicy.namespaces[0]": "a"}, ["namespaces", "additional properties"]),
         (
             {"metrics.serviceMonitor.enabled": "true", "metrics.podMonitor.enabled": "true"},
             ["/metrics/podMonitor/enabled", "false"],
@@ -455,6 +342,10 @@ def test_network_policy_namespaces_and_s3_egress() -> None:
         "endpoint",
         "namespace",
         "quantity",
+        "allowed-endpoint",
+        "url-policy",
+        "removed-job-credentials",
+        "removed-policy-namespaces",
         "both-monitors",
     ],
 )

@@ -42,14 +42,52 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- printf "%s:%s" .repository (default .appVersion .tag) -}}
 {{- end -}}
 
-{{/* Namespaces the worker NetworkPolicy goes into. */}}
-{{- define "clip-operator.networkPolicyNamespaces" -}}
-{{- $ns := .Values.networkPolicy.namespaces | default .Values.watchNamespaces | default (list .Release.Namespace) -}}
-{{- toJson (uniq $ns) -}}
+{{/* Name of the worker NetworkPolicy the operator creates in each namespace it runs Jobs in. */}}
+{{- define "clip-operator.workerNetworkPolicyName" -}}
+clip-worker-egress
 {{- end -}}
 
-{{/* The rules the operator needs in every namespace it serves (see README: Install). */}}
-{{- define "clip-operator.namespacedRules" -}}
+{{/*
+The spec of the worker NetworkPolicy, as JSON (CLIP_OPERATOR_WORKER_NETWORK_POLICY; the
+operator creates it in every namespace where it runs a Job). Egress of the worker Pods: DNS,
+the S3 endpoint and the internet only. Cluster-internal, private, metadata and the IPv6
+prefixes that translate back to IPv4 (NAT64, 6to4, Teredo) are excepted, so a hostile video
+URL cannot reach in-cluster services or cloud credentials even past the worker's own
+address checks. No ingress: the worker serves nothing.
+*/}}
+{{- define "clip-operator.workerNetworkPolicySpec" -}}
+{{- $np := .Values.networkPolicy -}}
+{{- $tcp := list -}}
+{{- $egress := list -}}
+{{- $dns := dict "namespaceSelector" $np.dns.namespaceSelector "podSelector" $np.dns.podSelector -}}
+{{- $dnsPorts := list (dict "port" 53 "protocol" "UDP") (dict "port" 53 "protocol" "TCP") -}}
+{{- $egress = append $egress (dict "to" (list $dns) "ports" $dnsPorts) -}}
+{{- with $np.s3.to -}}
+{{- $rule := dict "to" . -}}
+{{- $ports := list -}}
+{{- range $np.s3.ports }}{{ $ports = append $ports (dict "port" (int .) "protocol" "TCP") }}{{ end -}}
+{{- if $ports }}{{ $_ := set $rule "ports" $ports }}{{ end -}}
+{{- $egress = append $egress $rule -}}
+{{- end -}}
+{{- $v4 := dict "ipBlock" (dict "cidr" "0.0.0.0/0" "except" $np.internet.exceptCIDRs) -}}
+{{- $v6 := dict "ipBlock" (dict "cidr" "::/0" "except" $np.internet.exceptCIDRsV6) -}}
+{{- $internet := dict "to" (list $v4 $v6) -}}
+{{- $ports := list -}}
+{{- range $np.internet.ports }}{{ $ports = append $ports (dict "port" (int .) "protocol" "TCP") }}{{ end -}}
+{{- if $ports }}{{ $_ := set $internet "ports" $ports }}{{ end -}}
+{{- $egress = append $egress $internet -}}
+{{- range $np.extraEgress }}{{ $egress = append $egress . }}{{ end -}}
+{{- $selector := dict "matchLabels" (dict "app.kubernetes.io/managed-by" "clip-operator" "app.kubernetes.io/name" "clip-worker") -}}
+{{- toJson (dict "podSelector" $selector "policyTypes" (list "Ingress" "Egress") "ingress" (list) "egress" $egress) -}}
+{{- end -}}
+
+{{/*
+The rules the operator needs in every namespace it serves (README: Install on a cluster).
+Called with (dict "root" $ "namespaced" true|false): Secret reads only ever in namespaced
+Roles, never in the ClusterRole.
+*/}}
+{{- define "clip-operator.rules" -}}
+{{- $v := .root.Values -}}
 # Watch ClipJobs; patch them only to add/remove its own finalizer (deletionPolicy: Delete).
 - apiGroups: [mememaker.io]
   resources: [clipjobs]
@@ -66,14 +104,36 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [create, get, list, watch, delete]
-# The worker's result is its Pod's termination message; Pods are never created directly.
+# The worker's result is its Pod's termination message, and a Pod's waiting reason
+# (image pull errors) says why a Job is stuck; Pods are never created directly.
 - apiGroups: [""]
   resources: [pods]
   verbs: [list]
+# Events on ClipJobs (core/v1 and events.k8s.io/v1, which aggregates repeats by patching).
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
-{{- if .Values.rbac.tenantSecrets }}
+- apiGroups: [events.k8s.io]
+  resources: [events]
+  verbs: [create, patch]
+{{- if $v.networkPolicy.enabled }}
+# The worker NetworkPolicy, created before each Job; read and patched by its name only.
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [create]
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  resourceNames: [{{ include "clip-operator.workerNetworkPolicyName" .root }}]
+  verbs: [get, patch]
+{{- end }}
+{{- if eq $v.operator.urlPolicy "Secret" }}
+# urlPolicy Secret: the presigned URL goes into a Secret owned by the ClipJob. `update`
+# cannot be limited to names known in advance, so it reaches any Secret by name here.
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [create, update]
+{{- end }}
+{{- if and .namespaced $v.rbac.tenantSecrets }}
 # Tenant S3 keys named by spec.storage.secretRef: read by name, never listed or watched.
 - apiGroups: [""]
   resources: [secrets]
