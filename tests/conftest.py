@@ -13,14 +13,14 @@ pytest_plugins = [
     "tests.plugins.media",  # generated test videos and a range-capable HTTP server
 ]
 
-STRICT_TIERS = ("tests/unit/", "tests/integration/")
+STRICT_TIERS = ("tests/unit/", "tests/integration/", "tests/faults/")
 if os.environ.get("CLIP_STRICT_E2E") == "1":  # CI's e2e pass, after `hack/cluster up --with-node`
     STRICT_TIERS = (*STRICT_TIERS, "tests/e2e/")
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    """With CLIP_STRICT_TIERS=1 (CI), a skipped unit or integration test is a failure.
+    """With CLIP_STRICT_TIERS=1 (CI), a skipped unit, integration or fault test is a failure.
 
     Skips there mean missing infrastructure that this machine can provide (`make setup`);
     CI must not pass by skipping them.

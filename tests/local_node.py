@@ -3,7 +3,8 @@
 `hack/demo` falls back to it when `hack/node up` cannot start a real node here (no Docker
 for the images, missing kernel features; `CLIP_DEMO_NODE=process` forces it). It watches
 Pods of ClipJob Jobs and runs each Pod's container command, the real `clip-worker`, as a
-local process with the Pod's environment (Secret references resolved through the API),
+local process with the Pod's environment (plain values; Secret references, which the
+presigned-upload contract no longer uses, are still resolved through the API),
 then reports the Pod's status exactly as tests/kubelet_sim.py does: Running, then
 terminated with the worker's exit code and termination message.
 
@@ -100,10 +101,15 @@ def serve(kubeconfig: str, namespace: str | None, max_parallel: int, timeout: fl
 
     print(f"local-node: running ClipJob Pods ({namespace or 'all namespaces'})", flush=True)
     while True:
-        if namespace:
-            pods = core.list_namespaced_pod(namespace, label_selector=SELECTOR).items
-        else:
-            pods = core.list_pod_for_all_namespaces(label_selector=SELECTOR).items
+        try:
+            if namespace:
+                pods = core.list_namespaced_pod(namespace, label_selector=SELECTOR).items
+            else:
+                pods = core.list_pod_for_all_namespaces(label_selector=SELECTOR).items
+        except Exception as exc:  # the API server restarts (fault tests): keep the node up
+            print(f"local-node: listing Pods failed: {exc}", file=sys.stderr, flush=True)
+            time.sleep(0.5)
+            continue
         for pod in pods:
             key = pod.metadata.uid
             if (

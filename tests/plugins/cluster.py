@@ -5,7 +5,8 @@
   unless CLIP_KEEP_CLUSTER=1). Skips with instructions if the binaries cannot be built.
 - `namespace` (function): a fresh namespace labelled Pod Security `restricted`.
 - `operator_factory` (function): starts `clip-operator run` as a real subprocess watching
-  that namespace, with settings given as keyword arguments; kill/restart it at will.
+  that namespace (or `namespaces=[...]`), with settings given as keyword arguments;
+  kill/restart/pause/resume it at will.
 """
 
 from __future__ import annotations
@@ -135,6 +136,7 @@ class OperatorProcess:
     health_port: int = 0
     starts: int = 0
     logs: list[Path] = field(default_factory=list)
+    namespaces: list[str] = field(default_factory=list)
 
     def start(self, wait: bool = True) -> OperatorProcess:
         self.starts += 1
@@ -142,7 +144,13 @@ class OperatorProcess:
         self.logs.append(path)
         handle = path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "clip_operator", "run", "--namespace", self.namespace],
+            [
+                sys.executable,
+                "-m",
+                "clip_operator",
+                "run",
+                *(arg for ns in self.namespaces or [self.namespace] for arg in ("--namespace", ns)),
+            ],
             env=self.env,
             stdout=handle,
             stderr=subprocess.STDOUT,
@@ -179,6 +187,15 @@ class OperatorProcess:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
 
+    def pause(self) -> None:
+        """SIGSTOP: the process keeps its connections and state but runs nothing."""
+        assert self.proc is not None and self.proc.poll() is None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
     def restart(self) -> None:
         self.kill()
         self.start()
@@ -200,7 +217,10 @@ def operator_factory(
     started: list[OperatorProcess] = []
 
     def start(
-        wait: bool = True, env: dict[str, str] | None = None, **settings: Any
+        wait: bool = True,
+        env: dict[str, str] | None = None,
+        namespaces: list[str] | None = None,
+        **settings: Any,
     ) -> OperatorProcess:
         metrics_port, health_port = free_port(), free_port()
         full = {k: v for k, v in os.environ.items() if not k.startswith("CLIP_OPERATOR_")}
@@ -223,6 +243,7 @@ def operator_factory(
             tmp_path / "operator",
             metrics_port=metrics_port,
             health_port=health_port,
+            namespaces=list(namespaces or []),
         )
         started.append(op)
         return op.start(wait=wait)
@@ -230,6 +251,8 @@ def operator_factory(
     yield start
     failed = getattr(request.node, "rep_call", None)
     for op in started:
+        if op.proc is not None and op.proc.poll() is None:
+            op.proc.send_signal(signal.SIGCONT)  # a paused operator cannot handle SIGTERM
         op.kill(signal.SIGTERM)
         if failed is not None and failed.failed:
             print(f"--- operator log ({namespace}) ---\n{op.log_tail(120)}")

@@ -1,0 +1,192 @@
+"""Servers the fault tier controls: an S3 it can stop and restart, a denying webhook.
+
+- `StoppableS3`: a versitygw of its own on a fixed 127.0.0.1 port and data directory, so
+  that stopping it is "S3 down" and starting it again is "S3 back" at the same address
+  (presigned URLs stay valid).
+- `DenyingWebhook`: an HTTPS admission webhook on 127.0.0.1 with a fresh self-signed CA
+  that refuses every request it gets with a fixed message.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import json
+import os
+import ssl
+import subprocess
+import tempfile
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from tests.plugins.s3 import (
+    DEFAULT_ACCESS_KEY,
+    DEFAULT_REGION,
+    DEFAULT_SECRET_KEY,
+    HEALTH_PATH,
+    S3Server,
+    _answers,
+    _free_port,
+    _stop,
+    _versitygw_binary,
+)
+
+DENY_MESSAGE = "clip-faults policy: Jobs are not allowed in this namespace"
+
+
+class StoppableS3:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.binary = _versitygw_binary()
+        self.port = _free_port()
+        self.server = S3Server(
+            f"http://127.0.0.1:{self.port}", DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, DEFAULT_REGION
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30) -> None:
+        import time
+
+        data, sidecar = self.root / "data", self.root / "sidecar"
+        data.mkdir(parents=True, exist_ok=True)
+        sidecar.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "ROOT_ACCESS_KEY": DEFAULT_ACCESS_KEY}
+        env["ROOT_SECRET_KEY"] = DEFAULT_SECRET_KEY
+        with (self.root / "versitygw.log").open("ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    str(self.binary),
+                    "--port",
+                    f"127.0.0.1:{self.port}",
+                    "--region",
+                    DEFAULT_REGION,
+                    "--health",
+                    HEALTH_PATH,
+                    "posix",
+                    "--sidecar",
+                    str(sidecar),
+                    str(data),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            if _answers(self.server.endpoint):
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"versitygw did not (re)start on {self.server.endpoint}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop(self.proc)
+            self.proc = None
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path, bytes]:
+    """A CA and a server certificate for IP 127.0.0.1: (cert, key, CA PEM)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "clip-faults-webhook-ca")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "tls.crt", directory / "tls.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path, ca.public_bytes(serialization.Encoding.PEM)
+
+
+class _Deny(BaseHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        review = json.loads(self.rfile.read(length) or b"{}")
+        uid = (review.get("request") or {}).get("uid", "")
+        self.server.requests += 1  # type: ignore[attr-defined]
+        body = json.dumps(
+            {
+                "apiVersion": "admission.k8s.io/v1",
+                "kind": "AdmissionReview",
+                "response": {
+                    "uid": uid,
+                    "allowed": False,
+                    "status": {"code": 403, "message": DENY_MESSAGE},
+                },
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class DenyingWebhook:
+    """Serves /deny over HTTPS on 127.0.0.1; `ca_bundle` goes into the webhook config."""
+
+    def __init__(self) -> None:
+        self.tmp = tempfile.TemporaryDirectory(prefix="clip-faults-webhook-")
+        cert, key, self.ca_pem = _self_signed(Path(self.tmp.name))
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Deny)
+        self.httpd.requests = 0  # type: ignore[attr-defined]
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+        self.url = f"https://127.0.0.1:{self.httpd.server_address[1]}/deny"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def requests(self) -> int:
+        return int(self.httpd.requests)  # type: ignore[attr-defined]
+
+    def start(self) -> DenyingWebhook:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.tmp.cleanup()
