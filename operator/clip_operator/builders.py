@@ -7,6 +7,7 @@ The manifest follows the operator <-> worker contract in job-image/README.md.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,19 @@ class ClipJobRef:
     name: str
     namespace: str
     uid: str
+
+
+@dataclass(frozen=True)
+class UploadTarget:
+    """What the worker gets instead of keys: presigned PUTs for the clip and its result."""
+
+    url: str
+    headers: dict[str, str]
+    result_url: str
+
+
+# Finished Jobs live at least this long, so their Pods' results reach status first.
+MIN_TTL_SECONDS_AFTER_FINISHED = 60
 
 
 def job_name(ref: ClipJobRef) -> str:
@@ -74,11 +88,10 @@ def resolve_bucket(spec: ClipJobSpec, config: OperatorConfig) -> str | None:
     return config.s3_bucket
 
 
-def _env(spec: ClipJobSpec, ref: ClipJobRef, config: OperatorConfig) -> list[dict[str, Any]]:
-    storage = spec.storage
-    bucket = resolve_bucket(spec, config)
-    endpoint = (storage.endpoint if storage else None) or config.s3_endpoint
-    region = (storage.region if storage else None) or config.s3_region
+def _env(
+    spec: ClipJobSpec, ref: ClipJobRef, config: OperatorConfig, upload: UploadTarget | None
+) -> list[dict[str, Any]]:
+    """The worker's inputs. No credentials: the upload is presigned for the exact key."""
     plain: list[tuple[str, str | None]] = [
         ("CLIP_SOURCE_URL", spec.source.url),
         ("CLIP_SOURCE_FORMAT", spec.source.format),
@@ -94,35 +107,25 @@ def _env(spec: ClipJobSpec, ref: ClipJobRef, config: OperatorConfig) -> list[dic
         ("CLIP_WORK_DIR", SCRATCH_DIR),
         ("CLIP_TERMINATION_LOG", TERMINATION_LOG),
         ("CLIP_OUTPUT_FILENAME", download_filename(ref, spec)),
-        ("CLIP_S3_BUCKET", bucket),
+        ("CLIP_S3_BUCKET", resolve_bucket(spec, config)),
         ("CLIP_S3_KEY", object_key(ref, spec)),
-        ("CLIP_S3_ENDPOINT", endpoint),
-        ("CLIP_S3_REGION", region),
         ("HOME", SCRATCH_DIR),  # yt-dlp wants a writable cache dir; the root fs is read-only
     ]
-    env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in plain if v is not None]
-    secret = storage.secret_ref.name if storage and storage.secret_ref else None
-    # Tenant Secrets must exist (a typo should fail loudly); the default one is optional so
-    # clusters using workload identity need none.
-    optional = secret is None
-    secret = secret or config.s3_credentials_secret
-    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-        env.append(
-            {
-                "name": key,
-                "valueFrom": {
-                    "secretKeyRef": {
-                        "name": secret,
-                        "key": key,
-                        "optional": optional or key == "AWS_SESSION_TOKEN",
-                    }
-                },
-            }
-        )
-    return env
+    if upload is not None:
+        plain += [
+            ("CLIP_UPLOAD_URL", upload.url),
+            ("CLIP_UPLOAD_HEADERS", json.dumps(upload.headers, sort_keys=True)),
+            ("CLIP_RESULT_URL", upload.result_url),
+        ]
+    return [{"name": k, "value": v} for k, v in plain if v is not None]
 
 
-def build_job(ref: ClipJobRef, spec: ClipJobSpec, config: OperatorConfig) -> dict[str, Any]:
+def build_job(
+    ref: ClipJobRef,
+    spec: ClipJobSpec,
+    config: OperatorConfig,
+    upload: UploadTarget | None = None,
+) -> dict[str, Any]:
     """The Job that makes one clip. Pure: same inputs, same manifest."""
     name = job_name(ref)
     labels = {
@@ -138,7 +141,7 @@ def build_job(ref: ClipJobRef, spec: ClipJobSpec, config: OperatorConfig) -> dic
         "name": "clip",
         "image": config.job_image,
         "imagePullPolicy": config.job_image_pull_policy,
-        "env": _env(spec, ref, config),
+        "env": _env(spec, ref, config, upload),
         "resources": {
             "requests": {
                 "cpu": config.job_cpu_request,
@@ -175,7 +178,9 @@ def build_job(ref: ClipJobRef, spec: ClipJobSpec, config: OperatorConfig) -> dic
         "spec": {
             "backoffLimit": retries,
             "activeDeadlineSeconds": deadline,
-            "ttlSecondsAfterFinished": config.ttl_seconds_after_finished,
+            "ttlSecondsAfterFinished": max(
+                config.ttl_seconds_after_finished, MIN_TTL_SECONDS_AFTER_FINISHED
+            ),
             "completions": 1,
             "parallelism": 1,
             "podFailurePolicy": {

@@ -40,12 +40,6 @@ def _parser() -> argparse.ArgumentParser:
         help=f"watch only this namespace (repeatable; default: {ENV_PREFIX}NAMESPACES or all)",
     )
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    run.add_argument(
-        "--liveness",
-        default=None,
-        help="liveness endpoint, e.g. http://0.0.0.0:8081/healthz "
-        f"(default: port {ENV_PREFIX}HEALTH_PORT)",
-    )
     sub.add_parser("check-config", help="validate the settings and print them")
     return parser
 
@@ -102,7 +96,7 @@ def _probe(client: Any, api: Any, host: str) -> str | None:
     return None
 
 
-def run(config: OperatorConfig, liveness: str | None, verbose: bool) -> int:
+def run(config: OperatorConfig, verbose: bool) -> int:
     import kopf
 
     from .memory import limit_malloc_arenas
@@ -127,16 +121,12 @@ def run(config: OperatorConfig, liveness: str | None, verbose: bool) -> int:
     if problem:
         return _fail(problem)
     memo = kopf.Memo(config=config)
-    endpoint = liveness or (
-        f"http://0.0.0.0:{config.health_port}/healthz" if config.health_port else None
-    )
     try:
         asyncio.run(
             kopf.operator(
                 standalone=True,
                 clusterwide=not config.namespaces,
                 namespaces=config.namespaces,
-                liveness_endpoint=endpoint,
                 memo=memo,
             )
         )
@@ -156,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.namespace:
         config = config.model_copy(update={"namespaces": args.namespace})
-    return run(config, args.liveness, args.verbose)
+    return run(config, args.verbose)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,10 @@ variable, the value and what is expected.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 from collections.abc import Mapping
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -31,9 +33,9 @@ class OperatorConfig(BaseModel):
     s3_endpoint: str | None = Field(default=None, description="Default S3-compatible endpoint")
     s3_region: str = "us-east-1"
     s3_bucket: str | None = Field(default=None, description="Default bucket for ClipJobs")
-    s3_credentials_secret: str = Field(
-        default="clip-s3-credentials",
-        description="Secret (in each ClipJob's namespace) the Job reads default credentials from",
+    s3_allowed_endpoints: list[str] = Field(
+        default=[],
+        description="S3 endpoints a ClipJob's spec.storage.endpoint may name (besides the default)",
     )
     s3_public_endpoint: str | None = Field(
         default=None, description="Endpoint used in presigned URLs if users reach S3 elsewhere"
@@ -47,7 +49,8 @@ class OperatorConfig(BaseModel):
     default_retries: int = Field(default=2, ge=0, le=10)
     ttl_seconds_after_finished: int = Field(default=3600, ge=0)
     max_clip_seconds: int = Field(default=MAX_CLIP_SECONDS, ge=1, le=MAX_CLIP_SECONDS)
-    max_output_bytes: int = Field(default=2 * 1024**3, ge=1024)
+    # A single presigned PUT carries the clip: S3 caps one PUT at 5 GiB.
+    max_output_bytes: int = Field(default=2 * 1024**3, ge=1024, le=5 * 1024**3)
     allow_private_networks: list[str] = Field(default=[])
     network_timeout_seconds: int = Field(default=30, ge=1, le=600)
     job_cpu_request: str = Field(default="500m", pattern=QUANTITY_PATTERN)
@@ -60,11 +63,55 @@ class OperatorConfig(BaseModel):
     loop_interval_seconds: float = Field(default=5.0, gt=0, le=300)
     api_threads: int = Field(default=16, ge=2, le=256, description="Threads for API calls")
     storage_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    resync_seconds: float = Field(
+        default=300, ge=1, le=86400, description="Period of the full LIST that resyncs the cache"
+    )
+    workers: int = Field(default=8, ge=1, le=256, description="ClipJobs reconciled at once")
+    url_policy: str = Field(
+        default="Status",
+        pattern="^(Status|None)$",
+        description="Where the presigned download URL goes: Status (status.url) or None",
+    )
+    worker_network_policy: str | None = Field(
+        default=None,
+        description="JSON NetworkPolicy spec created as clip-worker-egress in each Job namespace",
+    )
+    stall_seconds: float = Field(
+        default=300, ge=5, description="Liveness fails when the work queue makes no progress"
+    )
     delete_retry_limit_seconds: int = Field(
         default=3600,
         ge=0,
         description="How long deletion waits for S3 object removal before giving up",
     )
+
+    @field_validator("worker_network_policy")
+    @classmethod
+    def _policy(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            spec = json.loads(value)
+        except ValueError as exc:
+            raise ValueError(f"not JSON: {exc}") from None
+        if not isinstance(spec, dict) or "podSelector" not in spec:
+            raise ValueError("must be a NetworkPolicy spec object with a podSelector")
+        return value
+
+    @field_validator("s3_allowed_endpoints")
+    @classmethod
+    def _endpoints(cls, value: list[str]) -> list[str]:
+        from .endpoints import EndpointRefused, normalise
+
+        for url in value:
+            try:
+                normalise(url)
+            except EndpointRefused as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    def network_policy_spec(self) -> dict[str, Any] | None:
+        return json.loads(self.worker_network_policy) if self.worker_network_policy else None
 
     @field_validator("allow_private_networks")
     @classmethod
@@ -84,7 +131,7 @@ class ConfigError(ValueError):
     """A bad operator setting; the message names the environment variable."""
 
 
-_LIST_FIELDS = {"namespaces", "allow_private_networks"}
+_LIST_FIELDS = {"namespaces", "allow_private_networks", "s3_allowed_endpoints"}
 
 
 def load_config(environ: Mapping[str, str] | None = None) -> OperatorConfig:

@@ -83,12 +83,13 @@ class Kube:
     async def read_job(self, namespace: str, name: str) -> dict[str, Any]:
         return await self._call("GET", f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}")
 
-    async def delete_job(self, namespace: str, name: str) -> None:
+    async def delete_job(self, namespace: str, name: str, propagation: str = "Foreground") -> None:
+        """Delete a Job; Foreground keeps it (with its Pods) until the Pods are gone."""
         try:
             await self._call(
                 "DELETE",
                 f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}",
-                {"propagationPolicy": "Background"},
+                {"propagationPolicy": propagation},
             )
         except ApiException as exc:
             if exc.status != 404:
@@ -100,15 +101,35 @@ class Kube:
         namespaces: list[str],
         slim: Callable[[dict[str, Any]], dict[str, Any]] = lambda job: job,
     ) -> list[dict[str, Any]]:
-        """All Jobs we manage (startup seeding, before the watches begin)."""
+        """All Jobs we manage (startup seeding and resyncs), in pages."""
         paths = [f"/apis/batch/v1/namespaces/{ns}/jobs" for ns in namespaces] or [
             "/apis/batch/v1/jobs"
         ]
+        return self.list_paged_sync(paths, label_selector, slim)
+
+    def list_clipjobs_sync(
+        self,
+        namespaces: list[str],
+        slim: Callable[[dict[str, Any]], dict[str, Any]] = lambda obj: obj,
+    ) -> list[dict[str, Any]]:
+        """All ClipJobs in scope (resyncs), in pages."""
+        base = f"/apis/{GROUP}/{VERSION}"
+        paths = [f"{base}/namespaces/{ns}/{PLURAL}" for ns in namespaces] or [f"{base}/{PLURAL}"]
+        return self.list_paged_sync(paths, "", slim)
+
+    def list_paged_sync(
+        self,
+        paths: list[str],
+        label_selector: str,
+        slim: Callable[[dict[str, Any]], dict[str, Any]],
+    ) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
         for path in paths:
             token = ""
             while True:  # in pages, slimmed as they come: thousands of Jobs are large
-                query = [("labelSelector", label_selector), ("limit", "200")]
+                query = [("limit", "200")]
+                if label_selector:
+                    query.append(("labelSelector", label_selector))
                 if token:
                     query.append(("continue", token))
                 page = self.request("GET", path, query=query)
@@ -180,6 +201,37 @@ class Kube:
                 if exc.status != 409 or attempt == 4:
                     raise
         return None
+
+    async def ensure_network_policy(
+        self, namespace: str, name: str, spec: dict[str, Any], labels: dict[str, str]
+    ) -> None:
+        """Create the NetworkPolicy, or patch its spec when it differs from ours."""
+        path = f"/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies"
+        try:
+            current = await self._call("GET", f"{path}/{name}")
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            body = {
+                "apiVersion": "networking.k8s.io/v1",
+                "kind": "NetworkPolicy",
+                "metadata": {"name": name, "namespace": namespace, "labels": labels},
+                "spec": spec,
+            }
+            try:
+                await self._call("POST", path, body, [("fieldManager", FIELD_MANAGER)])
+            except ApiException as exc2:
+                if exc2.status != 409:
+                    raise
+            return
+        if current.get("spec") != spec:
+            await self._call(
+                "PATCH",
+                f"{path}/{name}",
+                {"spec": spec},
+                [("fieldManager", FIELD_MANAGER)],
+                MERGE_PATCH,
+            )
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, str]:
         """Decoded data of a Secret (get only: the operator never lists Secrets)."""

@@ -70,10 +70,28 @@ WORKER_BYTES_TOTAL = Counter(
     ["direction"],
 )
 
-RESULTS = ("success", "error", "retry", "permanent")
+STATUS_WRITES = Counter(
+    "clip_operator_status_writes",
+    "ClipJob status patches the operator sent.",
+)
+WORKQUEUE_DEPTH = Gauge(
+    "clip_operator_workqueue_depth",
+    "Keys ready for a reconcile worker now.",
+)
+WORKQUEUE_DELAYED = Gauge(
+    "clip_operator_workqueue_delayed",
+    "Keys waiting for a requeue-after timer or a backoff.",
+)
+EVENT_LOOP_LAG = Histogram(
+    "clip_operator_event_loop_lag_seconds",
+    "How late a 0.5 s timer on the operator's event loop fires.",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+
+RESULTS = ("success", "error")
 # The `handler` label values the operator uses (tests/unit/test_metrics.py keeps this in
-# sync with the code): ClipJob watch events, Job/Pod watch events, the operator-wide loop.
-HANDLERS = ("clipjob_event", "job_event", "loop")
+# sync with the code): reconciles of the work queue, and the periodic resync.
+HANDLERS = ("reconcile", "resync")
 WORKER_PHASES = ("download", "encode", "upload", "total")
 
 
@@ -120,19 +138,10 @@ def metrics_server_port() -> int | None:
 
 @contextmanager
 def observe_reconcile(handler: str) -> Iterator[None]:
-    """Time a handler and count its result; kopf's retry/permanent errors keep their kind."""
-    import kopf  # local: keeps this module importable without kopf for lint tools
-
+    """Time a reconcile (or resync) and count its result."""
     started = time.monotonic()
     try:
         yield
-    except kopf.PermanentError:
-        RECONCILE_TOTAL.labels(handler, "permanent").inc()
-        RECONCILE_ERRORS.labels(handler, "PermanentError").inc()
-        raise
-    except kopf.TemporaryError:
-        RECONCILE_TOTAL.labels(handler, "retry").inc()
-        raise
     except Exception as exc:
         RECONCILE_TOTAL.labels(handler, "error").inc()
         RECONCILE_ERRORS.labels(handler, type(exc).__name__).inc()

@@ -1,23 +1,58 @@
-"""Which S3 credentials and endpoint to use for a ClipJob, and presign/delete with them.
+"""S3 on behalf of a ClipJob: which endpoint and keys, and the calls made with them.
 
-Default storage uses the operator's own credentials (boto3's chain: env, IRSA, ...).
-Tenant storage (`spec.storage.secretRef`) uses the keys in that Secret, read with a
-single `get` (the operator's RBAC never lists or watches Secrets).
+The operator holds the keys; workers get presigned URLs only (the clip's PUT and its
+result object's PUT). Default storage uses the operator's own credentials (boto3's chain:
+env, IRSA, ...). Tenant storage (`spec.storage.secretRef`) uses the keys in that Secret,
+read with a single `get` in the ClipJob's namespace. A tenant endpoint must be on the
+operator's allow-list and resolve to an allowed address (endpoints.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from datetime import datetime
-from typing import Any
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
-from .builders import ClipJobRef, download_filename
+from kubernetes.client.exceptions import ApiException
+
+from .builders import ClipJobRef, UploadTarget, download_filename
 from .config import OperatorConfig
+from .endpoints import EndpointRefused, check_address, check_allowed
 from .kube import Kube
-from .models import ClipJobSpec
+from .models import CONTENT_TYPES, ClipJobSpec
 from .status import now_iso
-from .storage import S3Settings, delete_object, make_client, presign_get
+from .storage import (
+    S3Settings,
+    StorageError,
+    content_disposition,
+    credential_expiry,
+    delete_object,
+    make_client,
+    presign_get,
+    presign_put,
+    read_json_object,
+)
+
+T = TypeVar("T")
+RESULT_SUFFIX = ".result.json"
+UPLOAD_MARGIN_SECONDS = 900  # the upload URL outlives the Job's deadline by this much
+
+
+class StorageProblem(Exception):
+    """A storage setting the user must fix (permanent): `reason` goes into status."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def result_key(key: str) -> str:
+    return key + RESULT_SUFFIX
 
 
 class Presigner:
@@ -25,29 +60,86 @@ class Presigner:
         self.kube = kube
         self.config = config
         self._clients: dict[S3Settings, Any] = {}
+        self._checked: dict[str, float] = {}  # endpoint -> monotonic time its address passed
+        # Network calls to S3 (reads, deletes) get their own threads, at most 2 at a time per
+        # endpoint: an unreachable endpoint never starves the API calls or other tenants.
+        self._io = ThreadPoolExecutor(max_workers=16, thread_name_prefix="s3")
+        self._per_endpoint: dict[str | None, asyncio.Semaphore] = {}
+
+    async def _network(self, settings: S3Settings, call: Callable[[], T]) -> T:
+        sem = self._per_endpoint.setdefault(settings.endpoint, asyncio.Semaphore(2))
+        async with sem:
+            return await asyncio.get_running_loop().run_in_executor(self._io, call)
 
     async def settings_for(self, ref: ClipJobRef, spec: ClipJobSpec, public: bool) -> S3Settings:
         storage = spec.storage
-        endpoint = (storage.endpoint if storage else None) or self.config.s3_endpoint
-        if public and not (storage and storage.endpoint) and self.config.s3_public_endpoint:
+        tenant_endpoint = storage.endpoint if storage else None
+        endpoint = tenant_endpoint or self.config.s3_endpoint
+        if tenant_endpoint:
+            await self._check_endpoint(tenant_endpoint)
+        elif public and self.config.s3_public_endpoint:
             endpoint = self.config.s3_public_endpoint
         region = (storage.region if storage else None) or self.config.s3_region
         if storage and storage.secret_ref:
-            data = await self.kube.read_secret(ref.namespace, storage.secret_ref.name)
-            return S3Settings(
-                endpoint=endpoint,
-                region=region,
-                access_key=data.get("AWS_ACCESS_KEY_ID"),
-                secret_key=data.get("AWS_SECRET_ACCESS_KEY"),
-                session_token=data.get("AWS_SESSION_TOKEN"),
+            data = await self._tenant_keys(ref, storage.secret_ref.name)
+            return self._settings(
+                endpoint,
+                region,
+                data.get("AWS_ACCESS_KEY_ID"),
+                data.get("AWS_SECRET_ACCESS_KEY"),
+                data.get("AWS_SESSION_TOKEN"),
             )
-        return S3Settings(
-            endpoint=endpoint,
-            region=region,
-            access_key=os.environ.get("AWS_ACCESS_KEY_ID"),
-            secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY"),
-            session_token=os.environ.get("AWS_SESSION_TOKEN"),
+        return self._settings(
+            endpoint,
+            region,
+            os.environ.get("AWS_ACCESS_KEY_ID"),
+            os.environ.get("AWS_SECRET_ACCESS_KEY"),
+            os.environ.get("AWS_SESSION_TOKEN"),
         )
+
+    @staticmethod
+    def _settings(
+        endpoint: str | None, region: str, key: str | None, secret: str | None, token: str | None
+    ) -> S3Settings:
+        try:
+            return S3Settings(endpoint, region, key, secret, token)
+        except StorageError as exc:
+            raise StorageProblem("InvalidSpec", str(exc)) from None
+
+    async def _check_endpoint(self, endpoint: str) -> None:
+        try:
+            check_allowed(endpoint, self.config.s3_allowed_endpoints, self.config.s3_endpoint)
+            if time.monotonic() - self._checked.get(endpoint, -1e9) > 60:
+                await check_address(endpoint, self.config.allow_private_networks)
+                self._checked[endpoint] = time.monotonic()
+        except EndpointRefused as exc:
+            raise StorageProblem("InvalidSpec", str(exc)) from None
+
+    async def _tenant_keys(self, ref: ClipJobRef, name: str) -> dict[str, str]:
+        try:
+            data = await self.kube.read_secret(ref.namespace, name)
+        except ApiException as exc:
+            if exc.status == 404:
+                raise StorageProblem(
+                    "SecretNotFound",
+                    f"the Secret {name!r} named by spec.storage.secretRef does not exist in "
+                    f"namespace {ref.namespace}; create it with AWS_ACCESS_KEY_ID and "
+                    "AWS_SECRET_ACCESS_KEY",
+                ) from None
+            if exc.status == 403:
+                raise StorageProblem(
+                    "SecretForbidden",
+                    f"the operator may not read the Secret {name!r} in namespace "
+                    f"{ref.namespace}; list the namespace in the Helm value "
+                    "rbac.tenantSecretNamespaces",
+                ) from None
+            raise
+        if not data.get("AWS_ACCESS_KEY_ID") or not data.get("AWS_SECRET_ACCESS_KEY"):
+            raise StorageProblem(
+                "InvalidSpec",
+                f"the Secret {name!r} lacks AWS_ACCESS_KEY_ID or AWS_SECRET_ACCESS_KEY",
+            )
+        return data
 
     def _client(self, settings: S3Settings) -> Any:
         client = self._clients.get(settings)
@@ -58,20 +150,75 @@ class Presigner:
             self._clients[settings] = client
         return client
 
-    async def presign(
+    def _expiry(self, client: Any, seconds: int, now: datetime) -> datetime:
+        """Signing time + lifetime, cut short by the credentials' own expiry."""
+        expires = now + timedelta(seconds=seconds)
+        creds_end = credential_expiry(client)
+        return min(expires, creds_end) if creds_end else expires
+
+    async def presign_upload(
+        self, ref: ClipJobRef, spec: ClipJobSpec, bucket: str, key: str, deadline: int
+    ) -> UploadTarget:
+        settings = await self.settings_for(ref, spec, public=False)
+        headers = {
+            "Content-Type": CONTENT_TYPES[spec.output.format],
+            "Content-Disposition": content_disposition(download_filename(ref, spec)),
+        }
+        lifetime = deadline + UPLOAD_MARGIN_SECONDS
+
+        def sign() -> UploadTarget:
+            client = self._client(settings)
+            return UploadTarget(
+                url=presign_put(client, bucket, key, lifetime, headers),
+                headers=headers,
+                result_url=presign_put(
+                    client, bucket, result_key(key), lifetime, {"Content-Type": "application/json"}
+                ),
+            )
+
+        try:
+            return await asyncio.to_thread(sign)
+        except StorageError as exc:
+            raise StorageProblem("StorageAuthFailed", str(exc)) from None
+
+    async def presign_get(
         self, ref: ClipJobRef, spec: ClipJobSpec, bucket: str, key: str
-    ) -> tuple[str, str]:
-        """(url, expiresAt RFC 3339) for the clip, with the ClipJob's requested lifetime."""
+    ) -> tuple[str, str, str]:
+        """(url, expiresAt, issuedAt): expiry is the requested lifetime or the keys' end."""
         settings = await self.settings_for(ref, spec, public=True)
-        expires = self.config.effective_url_expiry(spec.url_expires_seconds)
+        lifetime = self.config.effective_url_expiry(spec.url_expires_seconds)
         filename = download_filename(ref, spec)
 
-        def call() -> tuple[str, datetime]:
-            return presign_get(self._client(settings), bucket, key, expires, filename)
+        def sign() -> tuple[str, str, str]:
+            client = self._client(settings)
+            issued = datetime.now(UTC).replace(microsecond=0)
+            expires = self._expiry(client, lifetime, issued)
+            seconds = max(1, int((expires - issued).total_seconds()))
+            url, _ = presign_get(client, bucket, key, seconds, filename)
+            return url, now_iso(expires), now_iso(issued)
 
-        url, expires_at = await asyncio.to_thread(call)
-        return url, now_iso(expires_at)
+        return await asyncio.to_thread(sign)
+
+    async def read_result(
+        self, ref: ClipJobRef, spec: ClipJobSpec, bucket: str, key: str
+    ) -> dict[str, Any]:
+        """The worker's result object ({} when it never wrote one)."""
+        settings = await self.settings_for(ref, spec, public=False)
+
+        def read() -> Any:
+            return read_json_object(self._client(settings), bucket, result_key(key))
+
+        found = await self._network(settings, read)
+        if not isinstance(found, dict) or found.get("key") not in (None, key):
+            return {}
+        return found
 
     async def delete(self, ref: ClipJobRef, spec: ClipJobSpec, bucket: str, key: str) -> None:
         settings = await self.settings_for(ref, spec, public=False)
-        await asyncio.to_thread(lambda: delete_object(self._client(settings), bucket, key))
+
+        def remove() -> None:
+            client = self._client(settings)
+            delete_object(client, bucket, key)
+            delete_object(client, bucket, result_key(key))
+
+        await self._network(settings, remove)

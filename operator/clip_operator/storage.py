@@ -240,3 +240,65 @@ def _client_error(action: str, exc: ClientError, code: str, status: int) -> Stor
             retryable=True,
         )
     return StorageError(f"{action} failed: S3 answered {code or status}: {exc}")
+
+
+def presign_put(
+    client: S3Client, bucket: str, key: str, expires_seconds: int, headers: dict[str, str]
+) -> str:
+    """A presigned PUT URL for exactly this key; `headers` are signed and must be sent as is."""
+    params: dict[str, Any] = {"Bucket": bucket, "Key": key}
+    if "Content-Type" in headers:
+        params["ContentType"] = headers["Content-Type"]
+    if "Content-Disposition" in headers:
+        params["ContentDisposition"] = headers["Content-Disposition"]
+    try:
+        return str(
+            client.generate_presigned_url(
+                "put_object",
+                Params=params,
+                ExpiresIn=clamp_expiry(expires_seconds),
+                HttpMethod="PUT",
+            )
+        )
+    except (NoCredentialsError, PartialCredentialsError) as exc:
+        raise StorageError(
+            f"cannot sign the upload to s3://{bucket}/{key}: no S3 credentials ({exc}); "
+            "set the storage Secret (access key and secret key) or the operator's credentials"
+        ) from exc
+    except BotoCoreError as exc:
+        raise StorageError(f"cannot sign the upload to s3://{bucket}/{key}: {exc}") from exc
+
+
+def read_json_object(client: S3Client, bucket: str, key: str, limit: int = 64 * 1024) -> Any:
+    """The JSON document stored at the key, or None when there is no such object."""
+    import json
+
+    where = f"s3://{bucket}/{key}"
+    try:
+        resp = client.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{limit - 1}")
+        data = resp["Body"].read(limit)
+    except ClientError as exc:
+        code, status = _error_code(exc)
+        if code in _ABSENT_CODES or status == 404:
+            return None
+        raise _client_error(f"reading {where}", exc, code, status) from exc
+    except (EndpointConnectionError, ConnectionError) as exc:
+        raise StorageError(
+            f"reading {where} failed: cannot reach the S3 endpoint ({exc})", retryable=True
+        ) from exc
+    except BotoCoreError as exc:
+        raise StorageError(f"reading {where} failed: {exc}", retryable=True) from exc
+    try:
+        return json.loads(data)
+    except ValueError:
+        return None
+
+
+def credential_expiry(client: S3Client) -> datetime | None:
+    """When the client's credentials expire (temporary ones: STS, IRSA), else None."""
+    signer = getattr(client, "_request_signer", None)
+    creds = getattr(signer, "_credentials", None)
+    expiry = getattr(creds, "_expiry_time", None)
+    if isinstance(expiry, datetime):
+        return expiry.astimezone(UTC)
+    return None

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from clip_operator.builders import ClipJobRef, build_job, job_name, object_key
+from clip_operator.builders import ClipJobRef, UploadTarget, build_job, job_name, object_key
 from clip_operator.config import load_config
 from clip_operator.models import parse_spec
 
@@ -26,7 +26,12 @@ def render(case: str) -> dict:
     config = load_config(env)
     meta = doc["clipjob"]["metadata"]
     ref = ClipJobRef(meta["name"], meta["namespace"], meta["uid"])
-    return build_job(ref, parse_spec(doc["clipjob"]["spec"]), config)
+    upload = UploadTarget(
+        url="https://s3.test/clips/key?X-Amz-Signature=put",
+        headers={"Content-Type": "video/mp4"},
+        result_url="https://s3.test/clips/key.result.json?X-Amz-Signature=put",
+    )
+    return build_job(ref, parse_spec(doc["clipjob"]["spec"]), config, upload)
 
 
 def test_there_are_golden_cases() -> None:
@@ -77,6 +82,11 @@ def test_job_follows_the_contract(case: str) -> None:
     assert {"CLIP_SOURCE_URL", "CLIP_START", "CLIP_END", "CLIP_S3_BUCKET", "CLIP_S3_KEY"} <= env
     # inputs are data in env vars, never a shell command line
     assert "command" not in container and "args" not in container
+    # the worker holds no credentials: presigned URLs only, no Secret reference anywhere
+    assert {"CLIP_UPLOAD_URL", "CLIP_UPLOAD_HEADERS", "CLIP_RESULT_URL"} <= env
+    assert not any(name.startswith("AWS_") for name in env)
+    assert all("valueFrom" not in e for e in container["env"])
+    assert "secret" not in yaml.safe_dump(pod).lower()
 
 
 def test_job_name_is_deterministic_short_and_unique_per_uid() -> None:

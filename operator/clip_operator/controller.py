@@ -1,0 +1,399 @@
+"""reconcile(key): read the cached world, ask `decide` for a plan, carry the plan out.
+
+Keys are ClipJob uids. Watch events and resyncs only fill the cache and enqueue keys;
+N workers (workqueue.serve) call `reconcile`, one worker per key at a time. Slow S3
+calls (result recovery, deletion) run as background operations that enqueue their key
+when done, so a tenant's black-holed endpoint never holds a worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from . import metrics
+from .admission import Admission, QueueEntry
+from .builders import (
+    LABEL_MANAGED_BY,
+    MANAGED_BY,
+    ClipJobRef,
+    UploadTarget,
+    build_job,
+    object_key,
+    resolve_bucket,
+)
+from .cache import Cache, owner_uid
+from .config import OperatorConfig
+from .decide import decide
+from .events import EventPoster
+from .kube import Kube
+from .models import ClipJobSpec, Phase, parse_spec
+from .plan import FINALIZER, Act, Facts, Need, Plan, Settings
+from .presign import Presigner, StorageProblem
+from .s3ops import S3Ops
+from .status import parse_time, status_changes
+from .workqueue import Result, WorkQueue
+
+log = logging.getLogger("clip_operator")
+NETWORK_POLICY_NAME = "clip-worker-egress"
+
+
+def ref_of(body: dict[str, Any]) -> ClipJobRef:
+    meta = body["metadata"]
+    return ClipJobRef(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
+
+
+def api_message(exc: ApiException) -> str:
+    import json
+
+    try:
+        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
+    except (ValueError, AttributeError):
+        return str(exc.reason)
+
+
+class Controller:
+    def __init__(
+        self,
+        kube: Kube,
+        config: OperatorConfig,
+        presigner: Presigner,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.kube, self.config, self.presigner = kube, config, presigner
+        self.clock, self.wall = clock, wall
+        self.cache = Cache(clock=clock)
+        self.queue = WorkQueue(clock=clock)
+        self.admission = Admission(config.in_flight_limit)
+        self.events = EventPoster(kube)
+        self.s3ops = S3Ops(self.queue.add)
+        self.settings = Settings(
+            url_policy=config.url_policy,
+            url_refresh_fraction=config.url_refresh_fraction,
+            delete_retry_limit_seconds=config.delete_retry_limit_seconds,
+            default_bucket=config.s3_bucket,
+        )
+        self.policy_ready: set[str] = set()  # namespaces whose worker NetworkPolicy is ours
+        self.announced: set[str] = set()  # terminal phases announced (once per process)
+
+    # -- inputs ---------------------------------------------------------------------------
+
+    def enqueue(self, uids: list[str] | set[str]) -> None:
+        for uid in uids:
+            self.queue.add(uid)
+
+    def clipjob_event(self, kind: str | None, raw: dict[str, Any]) -> None:
+        uid = (raw.get("metadata") or {}).get("uid")
+        if not uid:
+            return
+        if kind == "DELETED":
+            self.forget(uid)
+            return
+        if self.cache.put_clipjob(raw):
+            self.queue.add(uid)
+
+    def job_event(self, kind: str | None, raw: dict[str, Any]) -> None:
+        owner = owner_uid(raw)
+        if owner is None:
+            return
+        if kind == "DELETED":
+            if self.cache.drop_job(owner, (raw.get("metadata") or {}).get("uid")):
+                self.enqueue(self.admission.running(owner, active=False))
+        else:
+            self.cache.put_job(owner, raw)
+            self.enqueue(self.admission.running(owner, active=not _finished(raw)))
+        if owner in self.cache.clipjobs:
+            self.queue.add(owner)
+
+    def forget(self, uid: str) -> None:
+        """The ClipJob is gone: drop it everywhere and hand its slot on."""
+        self.cache.drop_clipjob(uid)
+        self.queue.drop(uid)
+        self.s3ops.forget(uid)
+        if uid not in self.cache.jobs:
+            self.enqueue(self.admission.forget(uid))
+
+    # -- reconcile ------------------------------------------------------------------------
+
+    async def reconcile(self, uid: str) -> Result:
+        try:
+            with metrics.observe_reconcile("reconcile"):
+                return await self._reconcile(uid)
+        except Exception:
+            # Backing off must not hold a slot: the next ClipJob gets it meanwhile.
+            if uid not in self.cache.jobs and self.admission.admitted(uid):
+                self.enqueue(self.admission.withdraw(uid))
+            raise
+
+    async def _reconcile(self, uid: str) -> Result:
+        cj = self.cache.clipjobs.get(uid)
+        if cj is None:
+            self.forget(uid)
+            return Result()
+        job = self.cache.jobs.get(uid)
+        facts = Facts(admitted=self.admission.admitted(uid))
+        pods: list[dict[str, Any]] | None = None
+        upload: UploadTarget | None = None
+        ref = ref_of(cj)
+        plan = Plan()
+        for _ in range(10):
+            plan = decide(cj, job, pods, facts, self.wall(), self.settings)
+            if Act.REQUEST_SLOT in plan.actions and not facts.admitted:
+                meta = cj["metadata"]
+                entry = QueueEntry(meta["creationTimestamp"], ref.namespace, ref.name, uid)
+                self.enqueue([u for u in self.admission.request(entry) if u != uid])
+                if self.admission.admitted(uid):
+                    facts.admitted = True
+                    continue
+            if Act.ADD_FINALIZER in plan.actions:
+                if not await self._finalizer(cj, add=True):
+                    return Result()
+                continue
+            if Act.CREATE_JOB in plan.actions and upload is not None:
+                job = await self._create_job(cj, ref, upload, facts)
+                continue
+            if plan.need is None:
+                break
+            if plan.need == Need.PODS:
+                pods = await self.kube.list_job_pods(ref.namespace, (job or {})["metadata"]["name"])
+            elif plan.need == Need.UPLOAD:
+                upload = await self._prepare_upload(cj, ref, facts)
+            elif plan.need == Need.URL:
+                await self._presign_url(cj, ref, facts)
+            elif plan.need == Need.LOOKUP_JOB:
+                job = await self._lookup_job(cj, ref, facts)
+            elif not self._s3(plan.need, cj, ref, facts):
+                return Result()  # a background S3 operation re-enqueues the key
+        return await self._carry_out(cj, ref, plan)
+
+    async def _carry_out(self, cj: dict[str, Any], ref: ClipJobRef, plan: Plan) -> Result:
+        uid = ref.uid
+        before = (cj.get("status") or {}).get("phase")
+        first_queued = not (cj.get("status") or {}).get("queuedAt")
+        changed = True
+        if plan.status is not None:
+            changed = await self._write(cj, plan.status)
+            if uid not in self.cache.clipjobs:
+                return Result()  # 404: gone
+        if changed:
+            for kind, reason, message in plan.events:
+                self.events.post(cj, kind, reason, message)
+        if plan.status and changed and first_queued and plan.status.get("queuedAt"):
+            metrics.JOBS_QUEUED_TOTAL.inc()  # accepted: counted once, when first queued
+        if plan.terminal and changed and before != plan.terminal.value:
+            self._announce(cj, plan)
+        for action in plan.actions:
+            if action == Act.WITHDRAW:
+                self.enqueue(self.admission.withdraw(uid))
+            elif action == Act.DELETE_JOB:
+                job = self.cache.jobs.get(uid)
+                if job is not None:
+                    await self.kube.delete_job(ref.namespace, job["metadata"]["name"])
+            elif action == Act.REMOVE_FINALIZER:
+                await self._finalizer(cj, add=False)
+        return Result(plan.requeue_after, plan.rate_limited)
+
+    def _announce(self, cj: dict[str, Any], plan: Plan) -> None:
+        uid = cj["metadata"]["uid"]
+        if uid in self.announced:
+            return
+        self.announced.add(uid)
+        created = parse_time(cj["metadata"].get("creationTimestamp"))
+        age = max(0.0, (self.wall() - created).total_seconds()) if created else 0.0
+        if plan.terminal == Phase.SUCCEEDED:
+            metrics.JOB_LATENCY.labels("done").observe(age)
+            if plan.result:
+                metrics.record_worker_result(plan.result)
+        else:
+            metrics.JOB_LATENCY.labels("error").observe(age)
+
+    # -- facts ----------------------------------------------------------------------------
+
+    def _spec_and_place(self, cj: dict[str, Any], ref: ClipJobRef) -> tuple[ClipJobSpec, str, str]:
+        spec = parse_spec(cj.get("spec"))
+        output = (cj.get("status") or {}).get("output") or {}
+        bucket = output.get("bucket") or resolve_bucket(spec, self.config) or ""
+        return spec, bucket, output.get("key") or object_key(ref, spec)
+
+    async def _prepare_upload(
+        self, cj: dict[str, Any], ref: ClipJobRef, facts: Facts
+    ) -> UploadTarget | None:
+        spec, bucket, key = self._spec_and_place(cj, ref)
+        deadline = spec.deadline_seconds or self.config.default_deadline_seconds
+        try:
+            target = await self.presigner.presign_upload(ref, spec, bucket, key, deadline)
+        except StorageProblem as exc:
+            facts.upload_problem = (exc.reason, exc.message)
+            return None
+        facts.upload_ready = True
+        return target
+
+    async def _presign_url(self, cj: dict[str, Any], ref: ClipJobRef, facts: Facts) -> None:
+        spec, bucket, key = self._spec_and_place(cj, ref)
+        try:
+            facts.url = await self.presigner.presign_get(ref, spec, bucket, key)
+        except StorageProblem as exc:
+            facts.url_error = exc.message
+        except Exception as exc:
+            facts.url_error = str(exc)
+
+    async def _lookup_job(
+        self, cj: dict[str, Any], ref: ClipJobRef, facts: Facts
+    ) -> dict[str, Any] | None:
+        name = (cj.get("status") or {}).get("jobName") or ""
+        try:
+            found = await self.kube.read_job(ref.namespace, name)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            facts.job_absent = True
+            return None
+        if owner_uid(found) != ref.uid:
+            facts.job_absent = True
+            return None
+        facts.job_absent = False
+        self.cache.put_job(ref.uid, found)
+        self.admission.running(ref.uid, active=not _finished(found))
+        return self.cache.jobs[ref.uid]
+
+    def _s3(self, need: Need, cj: dict[str, Any], ref: ClipJobRef, facts: Facts) -> bool:
+        """Fill facts from a finished background S3 operation; start one if none. True = done."""
+        spec, bucket, key = self._spec_and_place(cj, ref)
+        kind = need.value
+        done = self.s3ops.take(ref.uid, kind)
+        if done is None:
+            if need == Need.RECOVER:
+                self.s3ops.start(ref.uid, kind, self.presigner.read_result(ref, spec, bucket, key))
+            else:
+                self.s3ops.start(ref.uid, kind, self.presigner.delete(ref, spec, bucket, key))
+            return False
+        value, error = done
+        if need == Need.RECOVER:
+            if error is not None:
+                raise error  # transient: back off and read again
+            facts.recovered = dict(value or {})
+        elif error is None:
+            facts.deleted_objects = True
+        elif isinstance(error, StorageProblem):
+            facts.delete_error = (error.message, False)
+        else:
+            facts.delete_error = (str(error), bool(getattr(error, "retryable", True)))
+        return True
+
+    # -- actions --------------------------------------------------------------------------
+
+    async def _create_job(
+        self, cj: dict[str, Any], ref: ClipJobRef, upload: UploadTarget, facts: Facts
+    ) -> dict[str, Any] | None:
+        spec = parse_spec(cj.get("spec"))
+        manifest = build_job(ref, spec, self.config, upload)
+        name = manifest["metadata"]["name"]
+        try:
+            await self._ensure_network_policy(ref.namespace)
+            job = await self.kube.create_job(ref.namespace, manifest)
+            self.events.info(cj, reason="JobCreated", message=f"created Job {name}")
+        except ApiException as exc:
+            if exc.status != 409:
+                if exc.status in (400, 403, 404, 422, 429) or exc.status >= 500:
+                    facts.create_refused = (exc.status, api_message(exc))
+                    return None
+                raise
+            job = await self.kube.read_job(ref.namespace, name)
+            if owner_uid(job) != ref.uid:
+                facts.job_conflict = (
+                    f"a Job named {name} already exists and is not owned by this ClipJob; "
+                    "delete it or recreate the ClipJob under another name"
+                )
+                return None
+            log.info("adopting existing Job %s/%s", ref.namespace, name)
+        self.cache.put_job(ref.uid, job)
+        self.admission.running(ref.uid, active=True)
+        return self.cache.jobs[ref.uid]
+
+    async def _ensure_network_policy(self, namespace: str) -> None:
+        spec = self.config.network_policy_spec()
+        if spec is None or namespace in self.policy_ready:
+            return
+        labels = {LABEL_MANAGED_BY: MANAGED_BY}
+        await self.kube.ensure_network_policy(namespace, NETWORK_POLICY_NAME, spec, labels)
+        self.policy_ready.add(namespace)
+
+    async def _finalizer(self, cj: dict[str, Any], add: bool) -> bool:
+        ref = ref_of(cj)
+        rv = await self.kube.update_finalizers(
+            ref.namespace,
+            ref.name,
+            add=FINALIZER if add else None,
+            remove=None if add else FINALIZER,
+        )
+        if rv is None:
+            self.forget(ref.uid)
+            return False
+        meta = cj["metadata"]
+        current = [f for f in meta.get("finalizers") or [] if f != FINALIZER]
+        meta["finalizers"] = [*current, FINALIZER] if add else current
+        meta["resourceVersion"] = rv
+        return True
+
+    async def _write(self, cj: dict[str, Any], desired: dict[str, Any]) -> bool:
+        """Patch only what differs (ignoring condition timestamps); update the cache."""
+        current = cj.get("status") or {}
+        patch = status_changes(current, desired)
+        if "conditions" in patch and _same_conditions(
+            current.get("conditions"), desired["conditions"]
+        ):
+            del patch["conditions"]
+        if not patch:
+            return False
+        ref = ref_of(cj)
+        rv = await self.kube.patch_status(ref.namespace, ref.name, patch)
+        if rv is None:
+            self.forget(ref.uid)  # 404: deleted behind our back
+            return False
+        merged = {k: v for k, v in {**current, **patch}.items() if v is not None}
+        self.cache.wrote_status(ref.uid, merged, rv)
+        metrics.STATUS_WRITES.inc()
+        return True
+
+    # -- resync ---------------------------------------------------------------------------
+
+    async def resync(self) -> None:
+        """LIST everything and make the cache equal to it; enqueue every ClipJob."""
+        from .cache import slim_clipjob, slim_job
+
+        listed_at = self.clock()
+        ns = self.config.namespaces
+        selector = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+        jobs = await asyncio.to_thread(self.kube.list_jobs_sync, selector, ns, slim_job)
+        clipjobs = await asyncio.to_thread(self.kube.list_clipjobs_sync, ns, slim_clipjob)
+        gone, lost = self.cache.resync(listed_at, clipjobs, jobs)
+        for uid in gone:
+            self.forget(uid)
+        for owner in lost:
+            self.enqueue(self.admission.running(owner, active=False))
+        for owner, job in self.cache.jobs.items():
+            self.enqueue(self.admission.running(owner, active=not _finished(job)))
+        if gone or lost:
+            log.info("resync: %d ClipJobs and %d Jobs were gone", len(gone), len(lost))
+        self.enqueue(set(self.cache.clipjobs))
+
+
+def _finished(job: dict[str, Any]) -> bool:
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True":
+            return True
+    return False
+
+
+def _same_conditions(a: list[dict[str, Any]] | None, b: list[dict[str, Any]]) -> bool:
+    def strip(conds: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+        return [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in conds or []]
+
+    return strip(a) == strip(b)

@@ -1,0 +1,350 @@
+"""The pure heart of the operator: (ClipJob, Job, Pods, facts, now) -> Plan.
+
+No API calls and no clock reads: everything the decision depends on comes in as
+arguments, so every transition is a table test (tests/unit/test_decide.py). When a
+decision needs something not yet known (the Job's Pods, a presigned URL, the result
+object in S3), the plan says so in `need` and the controller fetches it and asks again.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from .lifecycle import deleting, keep_url, with_url
+from .models import TERMINAL_PHASES, ClipJobSpec, InvalidSpec, Phase, parse_spec
+from .plan import FINALIZER, Act, Facts, Need, Plan, Settings
+from .status import (
+    build_conditions,
+    now_iso,
+    observe_job,
+    output_from_result,
+    parse_time,
+    timings_from_result,
+)
+
+POD_CHECK_AFTER = 5.0  # seconds a Job may be active without a ready Pod before we look why
+POD_CHECK_EVERY = 10.0
+WAITING_REASONS = frozenset(
+    {
+        "ImagePullBackOff",
+        "ErrImagePull",
+        "InvalidImageName",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "CrashLoopBackOff",
+        "RunContainerError",
+    }
+)
+
+
+def decide(
+    cj: dict[str, Any],
+    job: dict[str, Any] | None,
+    pods: list[dict[str, Any]] | None,
+    facts: Facts,
+    now: datetime,
+    settings: Settings,
+) -> Plan:
+    meta = cj["metadata"]
+    status = cj.get("status") or {}
+    if meta.get("deletionTimestamp"):
+        return deleting(cj, job, facts, now, settings)
+    phase = status.get("phase")
+    if phase == Phase.SUCCEEDED.value:
+        return keep_url(cj, facts, now, settings)
+    if phase == Phase.FAILED.value:
+        return Plan(actions=[Act.WITHDRAW])
+    try:
+        spec = parse_spec(cj.get("spec"))
+    except InvalidSpec as exc:
+        return _fail(cj, "InvalidSpec", str(exc), now)
+    bucket = spec.storage.bucket if spec.storage and spec.storage.bucket else None
+    if not (bucket or settings.default_bucket):
+        return _fail(
+            cj,
+            "InvalidSpec",
+            "no bucket: set spec.storage.bucket or the operator's default bucket "
+            "(CLIP_OPERATOR_S3_BUCKET / Helm value storage.bucket)",
+            now,
+        )
+    if spec.deletion_policy == "Delete" and FINALIZER not in (meta.get("finalizers") or []):
+        return Plan(actions=[Act.ADD_FINALIZER], requeue_after=0)
+    if facts.job_conflict:
+        return _fail(cj, "JobConflict", facts.job_conflict, now)
+    if job is None:
+        return _without_job(cj, spec, facts, now, settings)
+    return _with_job(cj, job, pods, facts, now, settings)
+
+
+# -- before the Job ------------------------------------------------------------------------
+
+
+def _without_job(
+    cj: dict[str, Any], spec: ClipJobSpec, facts: Facts, now: datetime, settings: Settings
+) -> Plan:
+    status = cj.get("status") or {}
+    if status.get("jobName"):
+        # A Job was created for this attempt and is gone: never a second one. The clip may
+        # be in S3 already (the worker writes its result object next to it).
+        if facts.job_absent is None:
+            return Plan(need=Need.LOOKUP_JOB)
+        if facts.recovered is None:
+            return Plan(need=Need.RECOVER)
+        if facts.recovered:
+            fake_job = {"metadata": {"name": status["jobName"]}, "status": {}}
+            message = "clip is ready (result recovered from S3: its Job was gone)"
+            completed = status.get("completionTime") or now_iso(now)
+            return _finish(
+                cj,
+                fake_job,
+                Phase.SUCCEEDED,
+                "Succeeded",
+                message,
+                facts.recovered,
+                completed,
+                now,
+                facts,
+                settings,
+            )
+        return _fail(
+            cj,
+            "JobLost",
+            f"the Job {status['jobName']} disappeared before its result was recorded and the "
+            "clip is not in S3; recreate the ClipJob to run it again",
+            now,
+        )
+    if facts.upload_problem:
+        reason, message = facts.upload_problem
+        return _fail(cj, reason, message, now)
+    if not facts.admitted:
+        plan = Plan(actions=[Act.REQUEST_SLOT])
+        if status.get("reason") not in ("WaitingForSlot", "JobCreateRefused"):
+            plan.status = _queued(cj, "WaitingForSlot", "waiting for a free in-flight slot", now)
+            plan.events.append(("Normal", "Queued", "waiting for a free in-flight slot"))
+        return plan
+    if facts.create_refused:
+        code, message = facts.create_refused
+        text = f"the API refused to create the Job (HTTP {code}): {message}; retrying with backoff"
+        plan = Plan(actions=[Act.WITHDRAW], rate_limited=True)
+        plan.status = _queued(cj, "JobCreateRefused", text, now)
+        if status.get("reason") != "JobCreateRefused" or status.get("message") != text:
+            plan.events.append(("Warning", "JobCreateRefused", text))
+        return plan
+    if not facts.upload_ready:
+        return Plan(need=Need.UPLOAD)
+    return Plan(actions=[Act.CREATE_JOB], requeue_after=0)
+
+
+# -- following the Job ---------------------------------------------------------------------
+
+
+def _pod_waiting(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
+    """(reason, message) of a Pod that cannot start, as the kubelet or scheduler says."""
+    for pod in pods:
+        name = (pod.get("metadata") or {}).get("name", "?")
+        pst = pod.get("status") or {}
+        for cs in pst.get("containerStatuses") or []:
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in WAITING_REASONS:
+                text = waiting.get("message") or waiting["reason"]
+                return waiting["reason"], f"Pod {name} cannot start: {waiting['reason']}: {text}"
+        for cond in pst.get("conditions") or []:
+            if cond.get("type") == "PodScheduled" and cond.get("reason") == "Unschedulable":
+                text = cond.get("message") or "no node fits"
+                return "Unschedulable", f"Pod {name} cannot be scheduled: {text}"
+    return None
+
+
+def _with_job(
+    cj: dict[str, Any],
+    job: dict[str, Any],
+    pods: list[dict[str, Any]] | None,
+    facts: Facts,
+    now: datetime,
+    settings: Settings,
+) -> Plan:
+    status = cj.get("status") or {}
+    st = job.get("status") or {}
+    finished = any(
+        c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+        for c in st.get("conditions") or []
+    )
+    active_not_ready = not finished and int(st.get("active") or 0) > 0 and not st.get("ready")
+    requeue: float | None = None
+    if finished and pods is None:
+        return Plan(need=Need.PODS)
+    if active_not_ready and pods is None:
+        started = parse_time(st.get("startTime"))
+        age = (now - started).total_seconds() if started else POD_CHECK_AFTER
+        if age < POD_CHECK_AFTER:
+            requeue = POD_CHECK_AFTER - age
+        else:
+            return Plan(need=Need.PODS)
+    obs = observe_job(job, pods or [])
+    if obs.phase == Phase.SUCCEEDED and obs.result is None:
+        if facts.recovered is None:
+            return Plan(need=Need.RECOVER)  # Pods collected: the result object has it
+        if facts.recovered:
+            completed = obs.completion_time or now_iso(now)
+            return _finish(
+                cj,
+                job,
+                Phase.SUCCEEDED,
+                "Succeeded",
+                "clip is ready",
+                facts.recovered,
+                completed,
+                now,
+                facts,
+                settings,
+            )
+    if obs.phase in TERMINAL_PHASES:
+        completed = obs.completion_time or now_iso(now)
+        return _finish(
+            cj,
+            job,
+            obs.phase,
+            obs.reason,
+            obs.message,
+            obs.result,
+            completed,
+            now,
+            facts,
+            settings,
+        )
+    reason, message = obs.reason, obs.message
+    if active_not_ready and pods is not None:
+        waiting = _pod_waiting(pods)
+        if waiting:
+            reason, message = waiting
+        requeue = POD_CHECK_EVERY
+    if obs.phase == Phase.QUEUED and reason == "Starting" and status.get("phase") == "Running":
+        return Plan(requeue_after=requeue)  # exited, not yet counted: never back to Queued
+    name = job["metadata"]["name"]
+    plan = Plan(requeue_after=requeue)
+    gen = cj["metadata"].get("generation", 1)
+    if (
+        status.get("phase") == obs.phase.value
+        and status.get("reason") == reason
+        and status.get("message") == message
+        and status.get("jobName") == name
+        and status.get("observedGeneration") == gen
+    ):
+        return plan  # only counters moved (attempts, startTime): not worth a write
+    desired = _queued(cj, reason, message, now) if obs.phase == Phase.QUEUED else {}
+    desired.update(
+        phase=obs.phase.value,
+        observedGeneration=gen,
+        jobName=name,
+        attempts=obs.attempts,
+        queuedAt=status.get("queuedAt") or now_iso(now),
+        reason=reason,
+        message=message,
+        conditions=build_conditions(
+            obs.phase, reason, message, gen, status.get("conditions"), now_iso(now)
+        ),
+    )
+    if obs.start_time:
+        desired["startTime"] = obs.start_time
+    plan.status = desired
+    if status.get("phase") != obs.phase.value and obs.phase == Phase.RUNNING:
+        plan.events.append(("Normal", "Running", message))
+    if reason != status.get("reason") and reason in WAITING_REASONS | {"Unschedulable"}:
+        plan.events.append(("Warning", reason, message))
+    return plan
+
+
+def _finish(
+    cj: dict[str, Any],
+    job: dict[str, Any],
+    phase: Phase,
+    reason: str,
+    message: str,
+    result: dict[str, Any] | None,
+    completed: str,
+    now: datetime,
+    facts: Facts,
+    settings: Settings,
+) -> Plan:
+    status = cj.get("status") or {}
+    meta = cj["metadata"]
+    gen = meta.get("generation", 1)
+    desired: dict[str, Any] = {
+        "phase": phase.value,
+        "observedGeneration": gen,
+        "jobName": job["metadata"]["name"],
+        "queuedAt": status.get("queuedAt") or now_iso(now),
+        "completionTime": completed,
+        "reason": reason,
+        "message": message,
+    }
+    st = job.get("status") or {}
+    if st:
+        desired["attempts"] = (
+            int(st.get("failed") or 0) + int(st.get("succeeded") or 0) + int(st.get("active") or 0)
+        )
+    if st.get("startTime"):
+        desired["startTime"] = st["startTime"]
+    desired["timings"] = timings_from_result(
+        result,
+        parse_time(meta.get("creationTimestamp")),
+        parse_time(st.get("startTime")),
+        parse_time(completed),
+    )
+    plan = Plan(actions=[Act.WITHDRAW], terminal=phase, result=result)
+    if phase == Phase.SUCCEEDED:
+        if result is None:
+            desired["message"] = (
+                "clip uploaded, but the worker's result was lost; size and duration are unknown"
+            )
+        desired["output"] = output_from_result(result or {}, "", "")
+        ready = Phase.SUCCEEDED
+        desired["conditions"] = build_conditions(
+            ready, reason, desired["message"], gen, status.get("conditions"), now_iso(now)
+        )
+        plan.status = desired
+        return with_url(plan, cj, facts, now, settings)
+    desired["conditions"] = build_conditions(
+        phase, reason, message, gen, status.get("conditions"), now_iso(now)
+    )
+    plan.status = desired
+    plan.events.append(("Warning", reason, message))
+    return plan
+
+
+def _queued(cj: dict[str, Any], reason: str, message: str, now: datetime) -> dict[str, Any]:
+    status = cj.get("status") or {}
+    gen = cj["metadata"].get("generation", 1)
+    return {
+        "phase": Phase.QUEUED.value,
+        "observedGeneration": gen,
+        "queuedAt": status.get("queuedAt") or now_iso(now),
+        "reason": reason,
+        "message": message,
+        "conditions": build_conditions(
+            Phase.QUEUED, reason, message, gen, status.get("conditions"), now_iso(now)
+        ),
+    }
+
+
+def _fail(cj: dict[str, Any], reason: str, message: str, now: datetime) -> Plan:
+    status = cj.get("status") or {}
+    gen = cj["metadata"].get("generation", 1)
+    desired = {
+        "phase": Phase.FAILED.value,
+        "observedGeneration": gen,
+        "queuedAt": status.get("queuedAt") or now_iso(now),
+        "completionTime": status.get("completionTime") or now_iso(now),
+        "reason": reason,
+        "message": message,
+        "conditions": build_conditions(
+            Phase.FAILED, reason, message, gen, status.get("conditions"), now_iso(now)
+        ),
+    }
+    return Plan(
+        status=desired,
+        actions=[Act.WITHDRAW],
+        events=[("Warning", reason, message)],
+        terminal=Phase.FAILED,
+    )

@@ -1,0 +1,68 @@
+"""The vocabulary of decisions: what a decision may need, do, and write."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from .models import Phase
+
+FINALIZER = "mememaker.io/delete-s3-object"
+
+
+class Need(StrEnum):
+    PODS = "pods"  # list the Job's Pods
+    UPLOAD = "upload"  # presign the worker's upload (reads a tenant Secret)
+    LOOKUP_JOB = "lookup-job"  # GET the Job named in status (is it really gone?)
+    RECOVER = "recover"  # read the worker's result object from S3
+    URL = "url"  # presign the download URL
+    DELETE_OBJECTS = "delete-objects"  # delete the clip (deletionPolicy Delete)
+
+
+class Act(StrEnum):
+    REQUEST_SLOT = "request-slot"
+    WITHDRAW = "withdraw"  # give up the slot / leave the queue
+    ADD_FINALIZER = "add-finalizer"
+    CREATE_JOB = "create-job"
+    DELETE_JOB = "delete-job"  # Foreground: Pods go first, no upload after the object delete
+    REMOVE_FINALIZER = "remove-finalizer"
+
+
+@dataclass
+class Facts:
+    """What the controller learnt for this decision (None: not asked yet)."""
+
+    admitted: bool = False
+    upload_problem: tuple[str, str] | None = None  # (reason, message): cannot presign
+    upload_ready: bool = False
+    create_refused: tuple[int, str] | None = None  # (HTTP status, API message)
+    job_conflict: str | None = None  # a same-named Job owned by something else
+    job_absent: bool | None = None  # LOOKUP_JOB answer
+    recovered: dict[str, Any] | None = None  # RECOVER answer ({} = nothing in S3)
+    url: tuple[str, str, str] | None = None  # (url, expiresAt, issuedAt)
+    url_error: str | None = None
+    delete_error: tuple[str, bool] | None = None  # (message, retryable)
+    deleted_objects: bool = False
+
+
+@dataclass
+class Plan:
+    status: dict[str, Any] | None = None  # desired status fields (merged, diffed by caller)
+    actions: list[Act] = field(default_factory=list)
+    need: Need | None = None
+    events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
+    requeue_after: float | None = None
+    rate_limited: bool = False  # requeue with backoff (refusals, S3 trouble)
+    terminal: Phase | None = None  # the ClipJob reaches this phase with this plan
+    result: dict[str, Any] | None = None  # the worker's result (metrics)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The operator settings decisions depend on."""
+
+    url_policy: str = "Status"
+    url_refresh_fraction: float = 0.2
+    delete_retry_limit_seconds: int = 3600
+    default_bucket: str | None = None

@@ -1,0 +1,121 @@
+"""The operator's background tasks: reconcile workers, timers, resync, housekeeping, health.
+
+Started once from kopf's startup handler, cancelled from its cleanup handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from . import metrics
+from .controller import Controller
+from .memory import release_memory
+from .workqueue import serve
+
+log = logging.getLogger("clip_operator")
+LAG_PERIOD = 0.5
+
+
+def _on_error(key: str, exc: BaseException) -> None:
+    log.warning("reconcile of ClipJob uid %s failed, backing off: %s", key, exc)
+
+
+async def resync_loop(controller: Controller) -> None:
+    period = controller.config.resync_seconds
+    while True:
+        await asyncio.sleep(period)
+        try:
+            with metrics.observe_reconcile("resync"):
+                await controller.resync()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("resync failed; next one in %s s: %s", period, exc)
+
+
+async def housekeeping(controller: Controller) -> None:
+    """Gauges from the cache, and freed heap back to the OS (off the event loop)."""
+    period = controller.config.loop_interval_seconds
+    while True:
+        update_gauges(controller)
+        await asyncio.to_thread(release_memory)
+        await asyncio.sleep(period)
+
+
+async def loop_lag() -> None:
+    while True:
+        before = time.monotonic()
+        await asyncio.sleep(LAG_PERIOD)
+        metrics.EVENT_LOOP_LAG.observe(max(0.0, time.monotonic() - before - LAG_PERIOD))
+
+
+def update_gauges(controller: Controller) -> None:
+    now = datetime.now(UTC)
+    running = [j for j in controller.cache.jobs.values() if not _finished(j)]
+    metrics.JOBS_INFLIGHT.set(len(running))
+    metrics.QUEUE_DEPTH.set(controller.admission.waiting())
+    metrics.WORKQUEUE_DEPTH.set(controller.queue.depth())
+    metrics.WORKQUEUE_DELAYED.set(controller.queue.delayed())
+    oldest = 0.0
+    for job in running:
+        created = (job.get("metadata") or {}).get("creationTimestamp")
+        if created:
+            start = datetime.fromisoformat(created.replace("Z", "+00:00"))
+            oldest = max(oldest, (now - start).total_seconds())
+    metrics.OLDEST_INFLIGHT_AGE.set(oldest)
+
+
+def _finished(job: dict[str, Any]) -> bool:
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True":
+            return True
+    return False
+
+
+async def serve_health(controller: Controller, port: int) -> web.AppRunner:
+    """GET /healthz: 200 while the work queue makes progress, 503 when it is stuck."""
+
+    async def healthz(_: web.Request) -> web.Response:
+        stalled = controller.queue.stalled_for()
+        body = {
+            "stalledSeconds": round(stalled, 1),
+            "queueDepth": controller.queue.depth(),
+            "cachedClipJobs": len(controller.cache.clipjobs),
+        }
+        code = 503 if stalled > controller.config.stall_seconds else 200
+        return web.json_response(body, status=code)
+
+    app = web.Application()
+    app.add_routes([web.get("/healthz", healthz)])
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "0.0.0.0", port).start()
+    return runner
+
+
+async def start(controller: Controller) -> list[asyncio.Task[Any]]:
+    tasks = [
+        asyncio.create_task(serve(controller.queue, controller.reconcile, _on_error), name=f"w{i}")
+        for i in range(controller.config.workers)
+    ]
+    tasks += [
+        asyncio.create_task(controller.queue.run_timers(), name="timers"),
+        asyncio.create_task(resync_loop(controller), name="resync"),
+        asyncio.create_task(housekeeping(controller), name="housekeeping"),
+        asyncio.create_task(loop_lag(), name="loop-lag"),
+    ]
+    return tasks
+
+
+async def stop(tasks: list[asyncio.Task[Any]]) -> None:
+    for task in tasks:
+        task.cancel()
+    with contextlib.suppress(Exception):
+        await asyncio.gather(*tasks, return_exceptions=True)
