@@ -160,7 +160,7 @@ class EgressProxy:
                 if upstream is None:
                     return
                 client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                self._tunnel(client, upstream, rest)
+                self._tunnel(client, upstream, rest, target)
             else:
                 parts = urlsplit(target)
                 if parts.scheme != "http" or not parts.hostname:
@@ -231,7 +231,11 @@ class EgressProxy:
             upstream.sendall(chunk)
             remaining -= len(chunk)
 
-        resp_head, resp_rest = _read_head(upstream)
+        try:
+            resp_head, resp_rest = _read_head(upstream)
+        except (TimeoutError, ConnectionError) as exc:
+            self._upstream_failed(target, exc)
+            raise
         self._count(len(resp_head) + len(resp_rest))
         status_line = resp_head.split(b"\r\n", 1)[0].decode("latin-1")
         status = int(status_line.split(" ", 2)[1])
@@ -250,7 +254,11 @@ class EgressProxy:
         relayed = len(resp_rest)
         try:
             while remaining != 0:
-                chunk = upstream.recv(_CHUNK if remaining < 0 else min(_CHUNK, remaining))
+                try:
+                    chunk = upstream.recv(_CHUNK if remaining < 0 else min(_CHUNK, remaining))
+                except (TimeoutError, ConnectionError) as exc:
+                    self._upstream_failed(target, exc)
+                    raise
                 if not chunk:
                     return
                 self._count(len(chunk))
@@ -263,7 +271,19 @@ class EgressProxy:
             log.debug("egress %s %s [%s] -> %d, %d body bytes", method, target[:120],
                       ranged.decode("latin-1"), status, relayed)  # fmt: skip
 
-    def _tunnel(self, client: socket.socket, upstream: socket.socket, rest: bytes) -> None:
+    def _upstream_failed(self, target: str, exc: OSError) -> None:
+        """Record a stall or reset of the source: closing the client's socket alone would
+        look like the end of the file to FFmpeg (a transient failure taken for a short one)."""
+        where = urlsplit(target).netloc or target.split("/", 1)[0]
+        if isinstance(exc, TimeoutError):
+            message = f"timed out: the source {where} sent nothing for {self.timeout:g} s"
+        else:
+            message = f"the connection to the source {where} broke: {exc}"
+        self._note(self.log.upstream_errors, message)
+
+    def _tunnel(
+        self, client: socket.socket, upstream: socket.socket, rest: bytes, target: str = ""
+    ) -> None:
         if rest:
             upstream.sendall(rest)
 
@@ -279,7 +299,14 @@ class EgressProxy:
         sender = threading.Thread(target=pump_up, daemon=True)
         sender.start()
         try:
-            while chunk := upstream.recv(_CHUNK):
+            while True:
+                try:
+                    chunk = upstream.recv(_CHUNK)
+                except (TimeoutError, ConnectionError) as exc:
+                    self._upstream_failed(target, exc)
+                    break
+                if not chunk:
+                    break
                 self._count(len(chunk))
                 client.sendall(chunk)
         except OSError:
