@@ -205,7 +205,8 @@ def test_every_operator_setting_maps_to_its_environment_variable() -> None:
         "https://s3.eu-west-1.amazonaws.com",
         "http://minio.tenants.svc:9000",
     ]
-    assert (config.url_policy, config.resync_seconds, config.workers) == ("Secret", 120, 4)
+    assert (config.url_policy, config.resync_seconds, config.workers) == ("None", 120, 4)
+    assert config.stall_seconds == 600
     policy = config.worker_network_policy
     assert (json.loads(policy) if isinstance(policy, str) else policy) == json.loads(
         env["CLIP_OPERATOR_WORKER_NETWORK_POLICY"]
@@ -225,6 +226,31 @@ def test_every_operator_setting_maps_to_its_environment_variable() -> None:
     assert secret_refs == dict.fromkeys(
         ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"], "clip-s3-operator"
     )
+
+
+def test_value_names_are_the_setting_names() -> None:
+    """operator.fooBar sets CLIP_OPERATOR_FOO_BAR, storage.fooBar CLIP_OPERATOR_S3_FOO_BAR."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    env = operator_env(
+        render(
+            values=[CHART / "ci/custom-storage-values.yaml", CHART / "ci/namespaced-values.yaml"]
+        )
+    )
+
+    def setting(prefix: str, name: str) -> str:
+        return ENV_PREFIX + prefix + re.sub(r"(?<!^)(?=[A-Z])", "_", name).upper()
+
+    missing = [
+        f"operator.{k}: {setting('', k)}"
+        for k in values["operator"]
+        if k != "verbose" and setting("", k) not in env
+    ]
+    missing += [
+        f"storage.{k}: {setting('S3_', k)}"
+        for k in values["storage"]
+        if k != "operatorCredentialsSecret" and setting("S3_", k) not in env
+    ]
+    assert not missing, missing
 
 
 def test_default_env_is_the_operators_defaults() -> None:

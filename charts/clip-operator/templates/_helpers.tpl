@@ -78,7 +78,9 @@ address checks. No ingress: the worker serves nothing.
 {{- $egress = append $egress $internet -}}
 {{- range $np.extraEgress }}{{ $egress = append $egress . }}{{ end -}}
 {{- $selector := dict "matchLabels" (dict "app.kubernetes.io/managed-by" "clip-operator" "app.kubernetes.io/name" "clip-worker") -}}
-{{- toJson (dict "podSelector" $selector "policyTypes" (list "Ingress" "Egress") "ingress" (list) "egress" $egress) -}}
+{{- /* No "ingress" key: Ingress in policyTypes with no rules denies all ingress, and the API
+server drops an empty list, so the spec would never read back equal to ours. */ -}}
+{{- toJson (dict "podSelector" $selector "policyTypes" (list "Ingress" "Egress") "egress" $egress) -}}
 {{- end -}}
 
 {{/*
