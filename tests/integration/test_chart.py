@@ -290,6 +290,8 @@ def test_rendered_manifests_pass_server_side_dry_run(
         args += ["--values", str(values)]
     if values and values.stem == "namespaced-values":
         args += sets({"watchNamespaces": f'["{namespace}", "{extra_namespace}"]'})
+    if values and values.stem == "custom-storage-values":
+        args += sets({"rbac.tenantSecretNamespaces": f'["{extra_namespace}"]'})
     rendered = subprocess.run(
         [helm_binary(), *args], capture_output=True, text=True, check=True
     ).stdout
@@ -377,6 +379,7 @@ def test_namespaced_install_runs_the_operator_under_its_service_account(
         namespace,
         {
             "watchNamespaces": f'["{namespace}"]',
+            "rbac.tenantSecrets": "true",
             "storage.bucket": s3_bucket,
             "storage.endpoint": s3_server.endpoint,
             "operator.loopIntervalSeconds": "1",
@@ -544,7 +547,7 @@ def test_namespaced_install_runs_the_operator_under_its_service_account(
     )
     assert not can_i(kube, cfg, "patch", "deployments", "-n", namespace)
     assert not can_i(kube, cfg, "update", "roles", "-n", namespace)
-    assert not can_i(kube, cfg, "create", "pods/exec", "-n", namespace)
+    assert not can_i(kube, cfg, "create", "pods", "--subresource=exec", "-n", namespace)
     assert not can_i(kube, cfg, "list", "namespaces")
     # Nothing outside the watched namespace: not even reading ClipJobs or Jobs.
     assert not can_i(kube, cfg, "list", "clipjobs.mememaker.io", "-n", extra_namespace)
@@ -554,12 +557,13 @@ def test_namespaced_install_runs_the_operator_under_its_service_account(
     # ... and what it needs, it has.
     for verb, resource in [
         ("watch", "clipjobs.mememaker.io"),
-        ("patch", "clipjobs.mememaker.io/status"),
+        ("patch", "clipjobs.mememaker.io --subresource=status"),
         ("delete", "jobs.batch"),
         ("list", "pods"),
         ("create", "events"),
+        ("create", "events.events.k8s.io"),
     ]:
-        assert can_i(kube, cfg, verb, resource, "-n", namespace), (verb, resource)
+        assert can_i(kube, cfg, verb, *resource.split(), "-n", namespace), (verb, resource)
 
 
 def test_cluster_wide_identity_makes_the_operators_calls_in_any_namespace_and_no_more(
@@ -634,9 +638,9 @@ def test_cluster_wide_identity_makes_the_operators_calls_in_any_namespace_and_no
         extra_namespace,
         client.V1Secret(metadata=client.V1ObjectMeta(name="tenant"), string_data={"k": "v"}),
     )
-    assert core.read_namespaced_secret("tenant", extra_namespace).data  # by name only
 
-    # And no more.
+    # And no more: not even one Secret by name (issue 12: no cluster-wide Secret reads).
+    assert status_of(lambda: core.read_namespaced_secret("tenant", extra_namespace)) == 403
     assert status_of(lambda: core.list_secret_for_all_namespaces()) == 403
     assert status_of(lambda: core.list_namespaced_secret(extra_namespace)) == 403
     assert not can_i(kube, cfg, "watch", "secrets", "-n", extra_namespace)
@@ -714,7 +718,7 @@ def test_upgrade_and_uninstall_leave_no_orphans(
         namespace,
         {
             "networkPolicy.enabled": "true",
-            "networkPolicy.namespaces": f'["{namespace}", "{extra_namespace}"]',
+            "rbac.tenantSecretNamespaces": f'["{extra_namespace}"]',
         },
         "--values",
         str(CHART / "ci/monitoring-values.yaml"),
@@ -726,16 +730,20 @@ def test_upgrade_and_uninstall_leave_no_orphans(
         f"service/{full}-metrics",
         f"clusterrole.rbac.authorization.k8s.io/{full}",
         "customresourcedefinition.apiextensions.k8s.io/clipjobs.mememaker.io",
-        f"networkpolicy.networking.k8s.io/{full}-worker",
+        f"role.rbac.authorization.k8s.io/{full}-tenant-secrets",
     ]:
         assert expected in before, before
+    # The operator, not the chart, creates the worker NetworkPolicy where Jobs run.
+    assert not [n for n in before if n.startswith("networkpolicy")], before
     assert sum(n.startswith("configmap/") for n in before) == 2  # the two dashboards
     sa = full
     cfg = token_kubeconfig(kube, namespace, sa, tmp_path / "sa.kubeconfig")
     assert can_i(kube, cfg, "get", "secrets", "-n", extra_namespace)
+    assert not can_i(kube, cfg, "get", "secrets", "-n", namespace)
+    assert can_i(kube, cfg, "create", "networkpolicies.networking.k8s.io", "-n", extra_namespace)
 
-    # Upgrade: PodMonitor instead of ServiceMonitor + Service, no dashboards, the policy in
-    # one namespace only, no tenant Secrets, a new in-flight limit.
+    # Upgrade: PodMonitor instead of ServiceMonitor + Service, no dashboards, no worker
+    # NetworkPolicy, no tenant Secrets, a new in-flight limit.
     helm_cli(
         "upgrade",
         release,
@@ -749,9 +757,6 @@ def test_upgrade_and_uninstall_leave_no_orphans(
                 "metrics.service.enabled": "false",
                 "metrics.podMonitor.enabled": "true",
                 "prometheusRule.enabled": "true",
-                "networkPolicy.enabled": "true",
-                "networkPolicy.namespaces": f'["{namespace}"]',
-                "rbac.tenantSecrets": "false",
                 "operator.inFlightLimit": "3",
             }
         ),
@@ -762,20 +767,12 @@ def test_upgrade_and_uninstall_leave_no_orphans(
     assert f"service/{full}-metrics" in gone
     assert not [n for n in after if n.startswith("configmap/")], after
     assert f"podmonitor.monitoring.coreos.com/{full}" in after
-    policies = kubectl_ok(
-        kube,
-        "get",
-        "networkpolicies",
-        "--all-namespaces",
-        "-l",
-        f"app.kubernetes.io/instance={release}",
-        "-o",
-        "jsonpath={.items[*].metadata.namespace}",
-    ).split()
-    assert policies == [namespace]
+    assert f"role.rbac.authorization.k8s.io/{full}-tenant-secrets" in gone
     env = {e["name"]: e.get("value") for e in kube_deployment_env(kube, namespace, full)}
     assert env["CLIP_OPERATOR_IN_FLIGHT_LIMIT"] == "3"
+    assert "CLIP_OPERATOR_WORKER_NETWORK_POLICY" not in env
     assert not can_i(kube, cfg, "get", "secrets", "-n", extra_namespace)  # RBAC updated in place
+    assert not can_i(kube, cfg, "create", "networkpolicies.networking.k8s.io", "-n", namespace)
 
     helm_cli("uninstall", release, "--namespace", namespace, "--wait")
     remaining = leftovers(kube, release)
