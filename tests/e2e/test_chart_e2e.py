@@ -66,17 +66,17 @@ def chart_release(
     helm = helm_binary()
     require_image_on_node(node_kube, OPERATOR_IMAGE)
     require_image_on_node(node_kube, JOB_IMAGE)
-    for name in ("clip-s3-credentials", "clip-operator-s3"):
-        node_kube.core.create_namespaced_secret(
-            namespace,
-            client.V1Secret(
-                metadata=client.V1ObjectMeta(name=name),
-                string_data={
-                    "AWS_ACCESS_KEY_ID": s3_server.access_key,
-                    "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
-                },
-            ),
-        )
+    # The operator's own keys only: worker Pods get presigned URLs, no keys (issue 12).
+    node_kube.core.create_namespaced_secret(
+        namespace,
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(name="clip-operator-s3"),
+            string_data={
+                "AWS_ACCESS_KEY_ID": s3_server.access_key,
+                "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
+            },
+        ),
+    )
     values = {
         "image": _split(OPERATOR_IMAGE),
         "crds": {"enabled": False},  # hack/cluster (or the user) installed crds/ already
@@ -91,7 +91,6 @@ def chart_release(
             "bucket": s3_bucket,
             "endpoint": s3_server.endpoint,
             "region": s3_server.region,
-            "jobCredentialsSecret": "clip-s3-credentials",
             "operatorCredentialsSecret": "clip-operator-s3",
         },
         "job": {"image": _split(JOB_IMAGE)},
