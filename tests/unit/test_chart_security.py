@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -302,3 +303,22 @@ def test_network_policy_s3_and_extra_egress() -> None:
     assert s3["to"][0]["podSelector"] == {"matchLabels": {"app": "minio"}}
     assert s3["ports"] == [{"port": 9000, "protocol": "TCP"}]
     assert egress[-1]["to"] == [{"ipBlock": {"cidr": "10.50.0.0/16"}}]
+
+
+def test_security_doc_cites_only_tests_that_exist() -> None:
+    """docs/security.md names the test behind each claim; a renamed test must not leave it stale."""
+    doc = (REPO / "docs/security.md").read_text()
+    cited = set(re.findall(r"(tests/[\w/]+\.py)::(test_\w+)", doc))
+    cited |= {("", name) for name in re.findall(r"`(test_\w+)`", doc)}
+    assert len(cited) >= 10
+    sources = {str(p.relative_to(REPO)): p.read_text() for p in (REPO / "tests").rglob("test_*.py")}
+    missing = [
+        f"{path}::{name}"
+        for path, name in sorted(cited)
+        if not any(
+            re.search(rf"^def {name}\(", text, re.M)
+            for where, text in sources.items()
+            if not path or where == path
+        )
+    ]
+    assert not missing, f"docs/security.md cites tests that do not exist: {missing}"
