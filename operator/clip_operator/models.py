@@ -177,6 +177,7 @@ class ClipJobStatus(_Model):
     output: OutputStatus | None = None
     url: str | None = None
     url_expires_at: str | None = None
+    url_issued_at: str | None = None
     timings: Timings | None = None
     reason: str | None = None
     message: str | None = None
