@@ -8,7 +8,6 @@ when done, so a tenant's black-holed endpoint never holds a worker.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -25,17 +24,16 @@ from .builders import (
     ClipJobRef,
     UploadTarget,
     build_job,
-    object_key,
-    resolve_bucket,
 )
-from .cache import Cache, owner_uid
+from .cache import Cache, job_finished, owner_uid
 from .config import OperatorConfig
 from .decide import decide
 from .events import EventPoster
+from .facts import FactFinder
 from .kube import Kube
-from .models import ClipJobSpec, Phase, parse_spec
+from .models import Phase, parse_spec
 from .plan import FINALIZER, Act, Facts, Need, Plan, Settings
-from .presign import Presigner, StorageProblem
+from .presign import Presigner
 from .s3ops import S3Ops
 from .status import parse_time, status_changes
 from .workqueue import Result, WorkQueue
@@ -58,7 +56,7 @@ def api_message(exc: ApiException) -> str:
         return str(exc.reason)
 
 
-class Controller:
+class Controller(FactFinder):
     def __init__(
         self,
         kube: Kube,
@@ -108,7 +106,7 @@ class Controller:
                 self.enqueue(self.admission.running(owner, active=False))
         else:
             self.cache.put_job(owner, raw)
-            self.enqueue(self.admission.running(owner, active=not _finished(raw)))
+            self.enqueue(self.admission.running(owner, active=not job_finished(raw)))
         if owner in self.cache.clipjobs:
             self.queue.add(owner)
 
@@ -214,79 +212,6 @@ class Controller:
         else:
             metrics.JOB_LATENCY.labels("error").observe(age)
 
-    # -- facts ----------------------------------------------------------------------------
-
-    def _spec_and_place(self, cj: dict[str, Any], ref: ClipJobRef) -> tuple[ClipJobSpec, str, str]:
-        spec = parse_spec(cj.get("spec"))
-        output = (cj.get("status") or {}).get("output") or {}
-        bucket = output.get("bucket") or resolve_bucket(spec, self.config) or ""
-        return spec, bucket, output.get("key") or object_key(ref, spec)
-
-    async def _prepare_upload(
-        self, cj: dict[str, Any], ref: ClipJobRef, facts: Facts
-    ) -> UploadTarget | None:
-        spec, bucket, key = self._spec_and_place(cj, ref)
-        deadline = spec.deadline_seconds or self.config.default_deadline_seconds
-        try:
-            target = await self.presigner.presign_upload(ref, spec, bucket, key, deadline)
-        except StorageProblem as exc:
-            facts.upload_problem = (exc.reason, exc.message)
-            return None
-        facts.upload_ready = True
-        return target
-
-    async def _presign_url(self, cj: dict[str, Any], ref: ClipJobRef, facts: Facts) -> None:
-        spec, bucket, key = self._spec_and_place(cj, ref)
-        try:
-            facts.url = await self.presigner.presign_get(ref, spec, bucket, key)
-        except StorageProblem as exc:
-            facts.url_error = exc.message
-        except Exception as exc:
-            facts.url_error = str(exc)
-
-    async def _lookup_job(
-        self, cj: dict[str, Any], ref: ClipJobRef, facts: Facts
-    ) -> dict[str, Any] | None:
-        name = (cj.get("status") or {}).get("jobName") or ""
-        try:
-            found = await self.kube.read_job(ref.namespace, name)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-            facts.job_absent = True
-            return None
-        if owner_uid(found) != ref.uid:
-            facts.job_absent = True
-            return None
-        facts.job_absent = False
-        self.cache.put_job(ref.uid, found)
-        self.admission.running(ref.uid, active=not _finished(found))
-        return self.cache.jobs[ref.uid]
-
-    def _s3(self, need: Need, cj: dict[str, Any], ref: ClipJobRef, facts: Facts) -> bool:
-        """Fill facts from a finished background S3 operation; start one if none. True = done."""
-        spec, bucket, key = self._spec_and_place(cj, ref)
-        kind = need.value
-        done = self.s3ops.take(ref.uid, kind)
-        if done is None:
-            if need == Need.RECOVER:
-                self.s3ops.start(ref.uid, kind, self.presigner.read_result(ref, spec, bucket, key))
-            else:
-                self.s3ops.start(ref.uid, kind, self.presigner.delete(ref, spec, bucket, key))
-            return False
-        value, error = done
-        if need == Need.RECOVER:
-            if error is not None:
-                raise error  # transient: back off and read again
-            facts.recovered = dict(value or {})
-        elif error is None:
-            facts.deleted_objects = True
-        elif isinstance(error, StorageProblem):
-            facts.delete_error = (error.message, False)
-        else:
-            facts.delete_error = (str(error), bool(getattr(error, "retryable", True)))
-        return True
-
     # -- actions --------------------------------------------------------------------------
 
     async def _create_job(
@@ -361,35 +286,6 @@ class Controller:
         self.cache.wrote_status(ref.uid, merged, rv)
         metrics.STATUS_WRITES.inc()
         return True
-
-    # -- resync ---------------------------------------------------------------------------
-
-    async def resync(self) -> None:
-        """LIST everything and make the cache equal to it; enqueue every ClipJob."""
-        from .cache import slim_clipjob, slim_job
-
-        listed_at = self.clock()
-        ns = self.config.namespaces
-        selector = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
-        jobs = await asyncio.to_thread(self.kube.list_jobs_sync, selector, ns, slim_job)
-        clipjobs = await asyncio.to_thread(self.kube.list_clipjobs_sync, ns, slim_clipjob)
-        gone, lost = self.cache.resync(listed_at, clipjobs, jobs)
-        for uid in gone:
-            self.forget(uid)
-        for owner in lost:
-            self.enqueue(self.admission.running(owner, active=False))
-        for owner, job in self.cache.jobs.items():
-            self.enqueue(self.admission.running(owner, active=not _finished(job)))
-        if gone or lost:
-            log.info("resync: %d ClipJobs and %d Jobs were gone", len(gone), len(lost))
-        self.enqueue(set(self.cache.clipjobs))
-
-
-def _finished(job: dict[str, Any]) -> bool:
-    for cond in (job.get("status") or {}).get("conditions") or []:
-        if cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True":
-            return True
-    return False
 
 
 def _same_conditions(a: list[dict[str, Any]] | None, b: list[dict[str, Any]]) -> bool:

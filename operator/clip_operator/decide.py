@@ -11,30 +11,23 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from .lifecycle import deleting, keep_url, with_url
+from .lifecycle import deleting, keep_url
 from .models import TERMINAL_PHASES, ClipJobSpec, InvalidSpec, Phase, parse_spec
+from .outcomes import (
+    POD_CHECK_AFTER,
+    POD_CHECK_EVERY,
+    WAITING_REASONS,
+    fail,
+    finish,
+    pod_waiting,
+    queued,
+)
 from .plan import FINALIZER, Act, Facts, Need, Plan, Settings
 from .status import (
     build_conditions,
     now_iso,
     observe_job,
-    output_from_result,
     parse_time,
-    timings_from_result,
-)
-
-POD_CHECK_AFTER = 5.0  # seconds a Job may be active without a ready Pod before we look why
-POD_CHECK_EVERY = 10.0
-WAITING_REASONS = frozenset(
-    {
-        "ImagePullBackOff",
-        "ErrImagePull",
-        "InvalidImageName",
-        "CreateContainerConfigError",
-        "CreateContainerError",
-        "CrashLoopBackOff",
-        "RunContainerError",
-    }
 )
 
 
@@ -58,10 +51,10 @@ def decide(
     try:
         spec = parse_spec(cj.get("spec"))
     except InvalidSpec as exc:
-        return _fail(cj, "InvalidSpec", str(exc), now)
+        return fail(cj, "InvalidSpec", str(exc), now)
     bucket = spec.storage.bucket if spec.storage and spec.storage.bucket else None
     if not (bucket or settings.default_bucket):
-        return _fail(
+        return fail(
             cj,
             "InvalidSpec",
             "no bucket: set spec.storage.bucket or the operator's default bucket "
@@ -71,7 +64,7 @@ def decide(
     if spec.deletion_policy == "Delete" and FINALIZER not in (meta.get("finalizers") or []):
         return Plan(actions=[Act.ADD_FINALIZER], requeue_after=0)
     if facts.job_conflict:
-        return _fail(cj, "JobConflict", facts.job_conflict, now)
+        return fail(cj, "JobConflict", facts.job_conflict, now)
     if job is None:
         return _without_job(cj, spec, facts, now, settings)
     return _with_job(cj, job, pods, facts, now, settings)
@@ -95,7 +88,7 @@ def _without_job(
             fake_job = {"metadata": {"name": status["jobName"]}, "status": {}}
             message = "clip is ready (result recovered from S3: its Job was gone)"
             completed = status.get("completionTime") or now_iso(now)
-            return _finish(
+            return finish(
                 cj,
                 fake_job,
                 Phase.SUCCEEDED,
@@ -107,7 +100,7 @@ def _without_job(
                 facts,
                 settings,
             )
-        return _fail(
+        return fail(
             cj,
             "JobLost",
             f"the Job {status['jobName']} disappeared before its result was recorded and the "
@@ -116,18 +109,18 @@ def _without_job(
         )
     if facts.upload_problem:
         reason, message = facts.upload_problem
-        return _fail(cj, reason, message, now)
+        return fail(cj, reason, message, now)
     if not facts.admitted:
         plan = Plan(actions=[Act.REQUEST_SLOT])
         if status.get("reason") not in ("WaitingForSlot", "JobCreateRefused"):
-            plan.status = _queued(cj, "WaitingForSlot", "waiting for a free in-flight slot", now)
+            plan.status = queued(cj, "WaitingForSlot", "waiting for a free in-flight slot", now)
             plan.events.append(("Normal", "Queued", "waiting for a free in-flight slot"))
         return plan
     if facts.create_refused:
         code, message = facts.create_refused
         text = f"the API refused to create the Job (HTTP {code}): {message}; retrying with backoff"
         plan = Plan(actions=[Act.WITHDRAW], rate_limited=True)
-        plan.status = _queued(cj, "JobCreateRefused", text, now)
+        plan.status = queued(cj, "JobCreateRefused", text, now)
         if status.get("reason") != "JobCreateRefused" or status.get("message") != text:
             plan.events.append(("Warning", "JobCreateRefused", text))
         return plan
@@ -137,23 +130,6 @@ def _without_job(
 
 
 # -- following the Job ---------------------------------------------------------------------
-
-
-def _pod_waiting(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
-    """(reason, message) of a Pod that cannot start, as the kubelet or scheduler says."""
-    for pod in pods:
-        name = (pod.get("metadata") or {}).get("name", "?")
-        pst = pod.get("status") or {}
-        for cs in pst.get("containerStatuses") or []:
-            waiting = (cs.get("state") or {}).get("waiting") or {}
-            if waiting.get("reason") in WAITING_REASONS:
-                text = waiting.get("message") or waiting["reason"]
-                return waiting["reason"], f"Pod {name} cannot start: {waiting['reason']}: {text}"
-        for cond in pst.get("conditions") or []:
-            if cond.get("type") == "PodScheduled" and cond.get("reason") == "Unschedulable":
-                text = cond.get("message") or "no node fits"
-                return "Unschedulable", f"Pod {name} cannot be scheduled: {text}"
-    return None
 
 
 def _with_job(
@@ -187,7 +163,7 @@ def _with_job(
             return Plan(need=Need.RECOVER)  # Pods collected: the result object has it
         if facts.recovered:
             completed = obs.completion_time or now_iso(now)
-            return _finish(
+            return finish(
                 cj,
                 job,
                 Phase.SUCCEEDED,
@@ -201,7 +177,7 @@ def _with_job(
             )
     if obs.phase in TERMINAL_PHASES:
         completed = obs.completion_time or now_iso(now)
-        return _finish(
+        return finish(
             cj,
             job,
             obs.phase,
@@ -215,7 +191,7 @@ def _with_job(
         )
     reason, message = obs.reason, obs.message
     if active_not_ready and pods is not None:
-        waiting = _pod_waiting(pods)
+        waiting = pod_waiting(pods)
         if waiting:
             reason, message = waiting
         requeue = POD_CHECK_EVERY
@@ -232,7 +208,7 @@ def _with_job(
         and status.get("observedGeneration") == gen
     ):
         return plan  # only counters moved (attempts, startTime): not worth a write
-    desired = _queued(cj, reason, message, now) if obs.phase == Phase.QUEUED else {}
+    desired = queued(cj, reason, message, now) if obs.phase == Phase.QUEUED else {}
     desired.update(
         phase=obs.phase.value,
         observedGeneration=gen,
@@ -253,98 +229,3 @@ def _with_job(
     if reason != status.get("reason") and reason in WAITING_REASONS | {"Unschedulable"}:
         plan.events.append(("Warning", reason, message))
     return plan
-
-
-def _finish(
-    cj: dict[str, Any],
-    job: dict[str, Any],
-    phase: Phase,
-    reason: str,
-    message: str,
-    result: dict[str, Any] | None,
-    completed: str,
-    now: datetime,
-    facts: Facts,
-    settings: Settings,
-) -> Plan:
-    status = cj.get("status") or {}
-    meta = cj["metadata"]
-    gen = meta.get("generation", 1)
-    desired: dict[str, Any] = {
-        "phase": phase.value,
-        "observedGeneration": gen,
-        "jobName": job["metadata"]["name"],
-        "queuedAt": status.get("queuedAt") or now_iso(now),
-        "completionTime": completed,
-        "reason": reason,
-        "message": message,
-    }
-    st = job.get("status") or {}
-    if st:
-        desired["attempts"] = (
-            int(st.get("failed") or 0) + int(st.get("succeeded") or 0) + int(st.get("active") or 0)
-        )
-    if st.get("startTime"):
-        desired["startTime"] = st["startTime"]
-    desired["timings"] = timings_from_result(
-        result,
-        parse_time(meta.get("creationTimestamp")),
-        parse_time(st.get("startTime")),
-        parse_time(completed),
-    )
-    plan = Plan(actions=[Act.WITHDRAW], terminal=phase, result=result)
-    if phase == Phase.SUCCEEDED:
-        if result is None:
-            desired["message"] = (
-                "clip uploaded, but the worker's result was lost; size and duration are unknown"
-            )
-        desired["output"] = output_from_result(result or {}, "", "")
-        ready = Phase.SUCCEEDED
-        desired["conditions"] = build_conditions(
-            ready, reason, desired["message"], gen, status.get("conditions"), now_iso(now)
-        )
-        plan.status = desired
-        return with_url(plan, cj, facts, now, settings)
-    desired["conditions"] = build_conditions(
-        phase, reason, message, gen, status.get("conditions"), now_iso(now)
-    )
-    plan.status = desired
-    plan.events.append(("Warning", reason, message))
-    return plan
-
-
-def _queued(cj: dict[str, Any], reason: str, message: str, now: datetime) -> dict[str, Any]:
-    status = cj.get("status") or {}
-    gen = cj["metadata"].get("generation", 1)
-    return {
-        "phase": Phase.QUEUED.value,
-        "observedGeneration": gen,
-        "queuedAt": status.get("queuedAt") or now_iso(now),
-        "reason": reason,
-        "message": message,
-        "conditions": build_conditions(
-            Phase.QUEUED, reason, message, gen, status.get("conditions"), now_iso(now)
-        ),
-    }
-
-
-def _fail(cj: dict[str, Any], reason: str, message: str, now: datetime) -> Plan:
-    status = cj.get("status") or {}
-    gen = cj["metadata"].get("generation", 1)
-    desired = {
-        "phase": Phase.FAILED.value,
-        "observedGeneration": gen,
-        "queuedAt": status.get("queuedAt") or now_iso(now),
-        "completionTime": status.get("completionTime") or now_iso(now),
-        "reason": reason,
-        "message": message,
-        "conditions": build_conditions(
-            Phase.FAILED, reason, message, gen, status.get("conditions"), now_iso(now)
-        ),
-    }
-    return Plan(
-        status=desired,
-        actions=[Act.WITHDRAW],
-        events=[("Warning", reason, message)],
-        terminal=Phase.FAILED,
-    )

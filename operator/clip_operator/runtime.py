@@ -15,6 +15,8 @@ from typing import Any
 from aiohttp import web
 
 from . import metrics
+from .builders import LABEL_MANAGED_BY, MANAGED_BY
+from .cache import job_finished, slim_clipjob, slim_job
 from .controller import Controller
 from .memory import release_memory
 from .workqueue import serve
@@ -27,13 +29,32 @@ def _on_error(key: str, exc: BaseException) -> None:
     log.warning("reconcile of ClipJob uid %s failed, backing off: %s", key, exc)
 
 
+async def resync(controller: Controller) -> None:
+    """LIST everything and make the cache equal to it; enqueue every ClipJob."""
+    listed_at = controller.clock()
+    ns = controller.config.namespaces
+    selector = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+    jobs = await asyncio.to_thread(controller.kube.list_jobs_sync, selector, ns, slim_job)
+    clipjobs = await asyncio.to_thread(controller.kube.list_clipjobs_sync, ns, slim_clipjob)
+    gone, lost = controller.cache.resync(listed_at, clipjobs, jobs)
+    for uid in gone:
+        controller.forget(uid)
+    for owner in lost:
+        controller.enqueue(controller.admission.running(owner, active=False))
+    for owner, job in controller.cache.jobs.items():
+        controller.enqueue(controller.admission.running(owner, active=not job_finished(job)))
+    if gone or lost:
+        log.info("resync: %d ClipJobs and %d Jobs were gone", len(gone), len(lost))
+    controller.enqueue(set(controller.cache.clipjobs))
+
+
 async def resync_loop(controller: Controller) -> None:
     period = controller.config.resync_seconds
     while True:
         await asyncio.sleep(period)
         try:
             with metrics.observe_reconcile("resync"):
-                await controller.resync()
+                await resync(controller)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -58,7 +79,7 @@ async def loop_lag() -> None:
 
 def update_gauges(controller: Controller) -> None:
     now = datetime.now(UTC)
-    running = [j for j in controller.cache.jobs.values() if not _finished(j)]
+    running = [j for j in controller.cache.jobs.values() if not job_finished(j)]
     metrics.JOBS_INFLIGHT.set(len(running))
     metrics.QUEUE_DEPTH.set(controller.admission.waiting())
     metrics.WORKQUEUE_DEPTH.set(controller.queue.depth())
@@ -70,13 +91,6 @@ def update_gauges(controller: Controller) -> None:
             start = datetime.fromisoformat(created.replace("Z", "+00:00"))
             oldest = max(oldest, (now - start).total_seconds())
     metrics.OLDEST_INFLIGHT_AGE.set(oldest)
-
-
-def _finished(job: dict[str, Any]) -> bool:
-    for cond in (job.get("status") or {}).get("conditions") or []:
-        if cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True":
-            return True
-    return False
 
 
 async def serve_health(controller: Controller, port: int) -> web.AppRunner:

@@ -12,6 +12,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
+from clip_operator import runtime
 from clip_operator.builders import UploadTarget
 from clip_operator.config import load_config
 from clip_operator.controller import Controller
@@ -179,7 +180,7 @@ def test_symptom2_a_clipjob_deleted_in_a_relist_gap_gets_no_job() -> None:
         assert len(kube.created) == created
         # And a resync LIST without it drops it from a fresh cache too.
         ctl.clipjob_event("ADDED", clipjob("ghost2", "ns", 1))
-        await ctl.resync()
+        await runtime.resync(ctl)
         assert "uid-ghost2" not in ctl.cache.clipjobs
 
     asyncio.run(main())
@@ -194,7 +195,7 @@ def test_symptom2_a_job_deleted_in_the_gap_frees_its_slot_on_resync() -> None:
         await drain(ctl)
         assert len(kube.created) == 1 and ctl.admission.waiting() == 1
         kube.jobs.clear()  # the Job vanished while no DELETED event came
-        await ctl.resync()  # LIST says: no Jobs, no ClipJobs -> both forgotten
+        await runtime.resync(ctl)  # LIST says: no Jobs, no ClipJobs -> both forgotten
         assert ctl.admission.in_flight() == 0
 
     asyncio.run(main())
