@@ -8,8 +8,8 @@ PYTEST_ARGS ?=
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
 
-setup: ## install Debian and Python packages and build the Go binaries (cached)
-	hack/setup.sh
+setup: ## install Debian and Python packages, build the Go binaries and the images (cached)
+	hack/setup.sh --images
 
 lint: ## ruff check, ruff format --check, mypy
 	ruff check .
