@@ -273,3 +273,39 @@ def test_writes_per_clipjob_stay_few_with_the_limit_on() -> None:
         assert max(per) <= 2, per
 
     asyncio.run(main())
+
+
+def test_liveness_fails_when_the_work_queue_stops_making_progress() -> None:
+    import socket
+    import urllib.error
+    import urllib.request
+
+    from clip_operator.workqueue import WorkQueue
+
+    def get(port: int) -> int:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
+                return int(r.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+
+    async def main() -> None:
+        ctl, _, _ = make()
+        now = [1000.0]
+        ctl.queue = WorkQueue(clock=lambda: now[0])
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        runner = await runtime.serve_health(ctl, port)
+        try:
+            assert await asyncio.to_thread(get, port) == 200
+            ctl.queue.add("k")  # work arrives, and no worker ever takes it
+            now[0] += ctl.config.stall_seconds + 1
+            assert await asyncio.to_thread(get, port) == 503
+            key = await ctl.queue.get()
+            ctl.queue.done(key)
+            assert await asyncio.to_thread(get, port) == 200
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(main())
