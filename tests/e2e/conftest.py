@@ -184,20 +184,8 @@ def e2e_operator(
     host_address: str,
 ) -> Any:
     """The real operator for this namespace, running the real job image on the node."""
-    from kubernetes import client
-
     require_image_on_node(node_kube, JOB_IMAGE)
-
-    node_kube.core.create_namespaced_secret(
-        namespace,
-        client.V1Secret(
-            metadata=client.V1ObjectMeta(name="clip-s3-credentials"),
-            string_data={
-                "AWS_ACCESS_KEY_ID": s3_server.access_key,
-                "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
-            },
-        ),
-    )
+    # No keys in the namespace: the operator presigns the worker's upload.
     return operator_factory(
         job_image=JOB_IMAGE,
         job_image_pull_policy="Never",
