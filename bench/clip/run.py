@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from bench.clip.source import BenchSource, ensure_source
 from tests.mediaserver import MediaHTTPServer
@@ -109,6 +110,7 @@ def methods(
             env = {**os.environ, "CLIP_SOURCE_URL": url, "CLIP_START": f"{start}",
                    "CLIP_END": f"{end}", "CLIP_OUTPUT_FORMAT": "mp4", "CLIP_MODE": mode,
                    "CLIP_ALLOW_PRIVATE_NETWORKS": "127.0.0.0/8", "CLIP_S3_BUCKET": BUCKET,
+                   "CLIP_ALLOW_PORTS": str(urlsplit(url).port or 80),
                    "CLIP_S3_KEY": f"{mode}.mp4", "CLIP_WORK_DIR": str(work / "scratch"),
                    "CLIP_TERMINATION_LOG": str(work / f"{mode}.json")}  # fmt: skip
             _run(["clip-worker"], env=env)

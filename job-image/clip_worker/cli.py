@@ -25,7 +25,7 @@ from clip_worker.result import (
     success_json,
     write_termination_log,
 )
-from clip_worker.upload import make_client, upload
+from clip_worker.upload import make_client, put_result, upload
 
 log = logging.getLogger("clip_worker")
 # Imports boto3 and builds the S3 client while FFmpeg downloads.
@@ -92,9 +92,9 @@ def _download(
 def run_clip(cfg: config.Config, work: str) -> dict[str, Any]:
     """Do the whole job in `work`; return the success result object."""
     clock = _Clock()
-    with EgressProxy(cfg.allow_private_networks, cfg.network_timeout) as proxy:
+    with EgressProxy(cfg.allow_private_networks, cfg.network_timeout, cfg.allow_ports) as proxy:
         try:
-            source = resolve(cfg, proxy.url)
+            source = resolve(cfg, proxy.url, proxy.pin)
         except WorkerError:
             _refused(proxy)
             raise
@@ -194,6 +194,7 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
         work = _work_dir(cfg)
         result = run_clip(cfg, work)
         text = success_json(result)
+        put_result(cfg, text)
         write_termination_log(termination_log, text)
         print(text, flush=True)
         return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -19,6 +20,8 @@ DEFAULT_MAX_CLIP_SECONDS = 600.0
 DEFAULT_MAX_OUTPUT_BYTES = 2 * 1024**3
 DEFAULT_NETWORK_TIMEOUT = 30.0
 DEFAULT_PROCESS_TIMEOUT = 900.0
+# Ports a source connection may use unless CLIP_ALLOW_PORTS adds more.
+DEFAULT_ALLOW_PORTS = (80, 443)
 
 _SECONDS = re.compile(r"^\d+(\.\d+)?$")
 
@@ -40,6 +43,7 @@ class Config:
     max_height: int | None = None
     max_clip_seconds: float = DEFAULT_MAX_CLIP_SECONDS
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
+    max_scratch_bytes: int = 2 * DEFAULT_MAX_OUTPUT_BYTES
     network_timeout: float = DEFAULT_NETWORK_TIMEOUT
     process_timeout: float = DEFAULT_PROCESS_TIMEOUT
     allow_private_networks: tuple[Network, ...] = field(default_factory=tuple)
@@ -49,10 +53,19 @@ class Config:
     s3_endpoint: str | None = None
     s3_region: str = "us-east-1"
     s3_addressing_style: str = "auto"
+    allow_ports: tuple[int, ...] = DEFAULT_ALLOW_PORTS
+    upload_url: str | None = None
+    upload_headers: dict[str, str] = field(default_factory=dict)
+    result_url: str | None = None
 
     @property
     def duration(self) -> float:
         return self.end - self.start
+
+    @property
+    def presigned(self) -> bool:
+        """The operator presigned the upload: PUT to URLs, no S3 credentials, no boto3."""
+        return self.upload_url is not None
 
 
 def _invalid(message: str) -> WorkerError:
@@ -105,6 +118,53 @@ def parse_networks(raw: str) -> tuple[Network, ...]:
     return tuple(networks)
 
 
+def parse_ports(raw: str) -> tuple[int, ...]:
+    """80 and 443, plus the comma-separated ports of CLIP_ALLOW_PORTS."""
+    ports = list(DEFAULT_ALLOW_PORTS)
+    for part in raw.split(","):
+        text = part.strip()
+        if not text:
+            continue
+        if not text.isdigit() or not 0 < int(text) < 65536:
+            raise _invalid(f"CLIP_ALLOW_PORTS entry {text!r} is not a port number (1-65535)")
+        if int(text) not in ports:
+            ports.append(int(text))
+    return tuple(ports)
+
+
+def _presigned_url(env: Mapping[str, str], name: str) -> str | None:
+    url = env.get(name, "").strip()
+    if not url:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        # Never echo the URL: its query string is a credential.
+        raise _invalid(f"{name} must be an http(s) URL with a host")
+    try:
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        raise _invalid(f"{name} has an invalid port") from None
+    return url
+
+
+def parse_upload_headers(raw: str) -> dict[str, str]:
+    """CLIP_UPLOAD_HEADERS: a JSON object of header name -> value (the signed headers)."""
+    if not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise _invalid(
+            "CLIP_UPLOAD_HEADERS must be a JSON object of header names to values"
+        ) from None
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and "\n" not in k + v and "\r" not in k + v
+        for k, v in value.items()
+    ):
+        raise _invalid("CLIP_UPLOAD_HEADERS must be a JSON object of header names to string values")
+    return dict(value)
+
+
 def check_source_url(url: str) -> None:
     """Only http(s) URLs with a host; everything else (file:, ftp:, data:) is refused."""
     parts = urlsplit(url)
@@ -153,6 +213,10 @@ def load(env: Mapping[str, str]) -> Config:
     endpoint = env.get("CLIP_S3_ENDPOINT", "").strip() or None
     style_default = "path" if endpoint else "auto"
     max_bytes = _positive_int(env, "CLIP_MAX_OUTPUT_BYTES") or DEFAULT_MAX_OUTPUT_BYTES
+    upload_url = _presigned_url(env, "CLIP_UPLOAD_URL")
+    result_url = _presigned_url(env, "CLIP_RESULT_URL")
+    if result_url and not upload_url:
+        raise _invalid("CLIP_RESULT_URL is set without CLIP_UPLOAD_URL")
     return Config(
         source_url=url,
         start=start,
@@ -165,6 +229,7 @@ def load(env: Mapping[str, str]) -> Config:
         max_height=_positive_int(env, "CLIP_MAX_HEIGHT"),
         max_clip_seconds=max_clip,
         max_output_bytes=max_bytes,
+        max_scratch_bytes=_positive_int(env, "CLIP_MAX_SCRATCH_BYTES") or 2 * max_bytes,
         network_timeout=_positive_number(
             env, "CLIP_NETWORK_TIMEOUT_SECONDS", DEFAULT_NETWORK_TIMEOUT
         ),
@@ -180,4 +245,8 @@ def load(env: Mapping[str, str]) -> Config:
         s3_addressing_style=_choice(
             env, "CLIP_S3_ADDRESSING_STYLE", ADDRESSING_STYLES, style_default
         ),
+        allow_ports=parse_ports(env.get("CLIP_ALLOW_PORTS", "")),
+        upload_url=upload_url,
+        upload_headers=parse_upload_headers(env.get("CLIP_UPLOAD_HEADERS", "")),
+        result_url=result_url,
     )

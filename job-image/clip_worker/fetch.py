@@ -9,9 +9,11 @@ can find `start`, `end` and the keyframes without touching the network again.
 
 from __future__ import annotations
 
+import os
 import re
 
 from clip_worker.config import Config
+from clip_worker.netguard import Refused
 from clip_worker.process import Completed, run
 from clip_worker.proxy import EgressProxy
 from clip_worker.resolve import Source, header_args
@@ -19,7 +21,18 @@ from clip_worker.result import Reason, WorkerError
 
 # Read a hair past `end` so the audio packet covering `end` is complete.
 FETCH_MARGIN_SECONDS = 0.05
-PROTOCOLS = "http,https,tls,tcp,httpproxy,crypto"
+# Egress: FFmpeg must allow `tcp` (http runs on it), so a URL FFmpeg finds inside remote
+# data could reach any host directly. Remote files are read only by demuxers that never
+# open another URL (not hls, dash, concat, sdp...); HLS playlists are vetted and pinned
+# by the worker first (vetting.py), and a segment may not be another playlist.
+PROTOCOLS = "http,https,tls,tcp,httpproxy"
+PROTOCOLS_HLS = PROTOCOLS + ",crypto"
+FORMATS = "mov,matroska,mpegts,flv,mp3,aac,ac3,eac3,ogg,wav,flac,avi,asf,mpeg"
+FORMATS_HLS = "hls,webvtt," + FORMATS
+SEGMENT_EXTENSIONS = (
+    "3gp,aac,avi,ac3,eac3,flac,mkv,m4a,m4s,m4v,mpg,mov,mp2,mp3,mp4,mpeg,mpegts,ogg,ogv,oga,"
+    "ts,vob,vtt,wav,webvtt,cmfv,cmfa,ec3,fmp4,html"
+)  # FFmpeg's default without m3u8
 # FFmpeg's socket to the local proxy: a small buffer means little is read ahead of what
 # FFmpeg consumes, so stopping at `end` (or seeking away) wastes few fetched bytes.
 RECV_BUFFER = 16 * 1024
@@ -38,7 +51,12 @@ def fetch_args(
     args = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "info", "-nostats", "-y"]
     for media in source.inputs:
         args += ["-rw_timeout", str(int(cfg.network_timeout * 1_000_000))]
-        args += ["-http_proxy", proxy_url, "-protocol_whitelist", PROTOCOLS]
+        hls = media.protocol.startswith("m3u8")
+        args += ["-http_proxy", proxy_url]
+        args += ["-protocol_whitelist", PROTOCOLS_HLS if hls else PROTOCOLS]
+        args += ["-format_whitelist", FORMATS_HLS if hls else FORMATS]
+        if hls:
+            args += ["-allowed_segment_extensions", SEGMENT_EXTENSIONS]
         args += ["-recv_buffer_size", str(RECV_BUFFER)]
         if media.url.lower().startswith("https:"):
             # FFmpeg does not check certificates unless asked (system trust store).
@@ -66,6 +84,7 @@ def fetch_args(
         args += ["-t", f"{cfg.duration:.6f}", "-fs", str(cfg.max_output_bytes + 1)]
         return [*args, "-movflags", "+faststart", "-f", "mp4", out_path]
     args += ["-t", f"{cfg.duration + FETCH_MARGIN_SECONDS:.6f}"]
+    args += ["-fs", str(cfg.max_scratch_bytes)]  # a hostile bitrate cannot fill scratch
     args += ["-output_ts_offset", f"{cfg.start:.6f}", "-f", "matroska", out_path]
     return args
 
@@ -78,6 +97,8 @@ def classify_failure(done: Completed, proxy: EgressProxy) -> WorkerError:
     if proxy.log.refusals:
         return WorkerError(Reason.FORBIDDEN_ADDRESS, proxy.log.refusals[0])
     text = done.stderr
+    if "not on whitelist" in text:  # a protocol or demuxer the egress policy leaves out
+        return Refused(f"FFmpeg: {done.tail()}")
     statuses = [status for _, status in proxy.log.statuses if status >= 400]
     match = _SERVER_STATUS.search(text)
     code = match.group(1) if match else ""
@@ -104,6 +125,17 @@ def classify_failure(done: Completed, proxy: EgressProxy) -> WorkerError:
             Reason.UNSUPPORTED_SOURCE, f"the source is not a video FFmpeg can read: {tail}"
         )
     return WorkerError(Reason.UNSUPPORTED_SOURCE, f"downloading the segment failed: {tail}")
+
+
+def check_scratch(cfg: Config, path: str) -> None:
+    """FFmpeg stops writing the segment at `-fs` and exits 0: a full segment is an error."""
+    if os.path.exists(path) and os.path.getsize(path) >= cfg.max_scratch_bytes:
+        raise WorkerError(
+            Reason.OUTPUT_TOO_LARGE,
+            f"the source data for this clip is over the scratch limit of "
+            f"{cfg.max_scratch_bytes} bytes (CLIP_MAX_SCRATCH_BYTES); request a shorter clip "
+            "or a lower-bitrate format",
+        )
 
 
 def input_duration(stderr: str) -> float | None:
@@ -140,4 +172,6 @@ def download(
         raise ContainerMismatch(done.tail())
     if done.returncode != 0 or proxy.log.refusals:
         raise classify_failure(done, proxy)
+    if not final_mp4:
+        check_scratch(cfg, out_path)
     return input_duration(done.stderr)

@@ -6,19 +6,24 @@ them at it: each request (plain HTTP) or tunnel (HTTPS CONNECT) names its target
 which is resolved once, refused unless every address is allowed (netguard), and then
 connected to by the checked address. The bytes received from upstream are counted,
 which is the worker's `bytesFetched`.
+
+The proxy also serves documents the worker vetted and pinned (HLS playlists, see
+resolve.py) at `http://127.0.0.1:<port>/_pinned/<token>`, so FFmpeg reads the exact
+copy that was checked, not a second answer from the source.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 import socket
 import threading
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from clip_worker.config import Network
-from clip_worker.netguard import resolve_checked
+from clip_worker.config import DEFAULT_ALLOW_PORTS, Network
+from clip_worker.netguard import REFUSED, Refused, resolve_checked
 from clip_worker.result import Reason, WorkerError
 
 log = logging.getLogger("clip_worker")
@@ -38,7 +43,8 @@ class ProxyLog:
 
     bytes_received: int = 0
     connections: int = 0
-    refusals: list[str] = field(default_factory=list)
+    refusals: list[str] = field(default_factory=list)  # the generic message, once per refusal
+    refusal_details: list[str] = field(default_factory=list)  # why, for the debug log only
     upstream_errors: list[str] = field(default_factory=list)
     statuses: list[tuple[str, int]] = field(default_factory=list)
     hosts: set[str] = field(default_factory=set)
@@ -78,10 +84,17 @@ def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
 class EgressProxy:
     """Threaded HTTP/CONNECT proxy bound to 127.0.0.1 on a free port."""
 
-    def __init__(self, allow: tuple[Network, ...], timeout: float) -> None:
+    def __init__(
+        self,
+        allow: tuple[Network, ...],
+        timeout: float,
+        ports: tuple[int, ...] = DEFAULT_ALLOW_PORTS,
+    ) -> None:
         self.allow = allow
         self.timeout = timeout
+        self.ports = ports
         self.log = ProxyLog()
+        self._pinned: dict[str, tuple[bytes, str]] = {}
         self._lock = threading.Lock()
         self._server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -104,6 +117,37 @@ class EgressProxy:
             self._server.shutdown(socket.SHUT_RDWR)
         self._server.close()
         self._thread.join(timeout=5)
+
+    def pin(self, body: bytes, content_type: str, suffix: str = "") -> str:
+        """Serve `body` at a fresh unguessable URL on this proxy; return the URL."""
+        token = secrets.token_urlsafe(16) + suffix
+        with self._lock:
+            self._pinned[token] = (body, content_type)
+        return f"{self.url}/_pinned/{token}"
+
+    def _pinned_target(self, target: str) -> str | None:
+        """The token when `target` names one of our pinned documents."""
+        parts = urlsplit(target)
+        if parts.scheme:
+            own = self._server.getsockname()
+            if parts.hostname != own[0] or parts.port != own[1]:
+                return None
+        if not parts.path.startswith("/_pinned/"):
+            return None
+        return parts.path.removeprefix("/_pinned/")
+
+    def _serve_pinned(self, client: socket.socket, token: str, method: str) -> None:
+        with self._lock:
+            doc = self._pinned.get(token)
+        if doc is None:
+            self._reply(client, 404, "not found")
+            return
+        body, content_type = doc
+        client.sendall(
+            f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+            + (b"" if method.upper() == "HEAD" else body)
+        )
 
     def bytes_received(self) -> int:
         with self._lock:
@@ -130,7 +174,7 @@ class EgressProxy:
 
     def _connect(self, host: str, port: int) -> socket.socket:
         """Resolve, check and connect to the checked address (raises WorkerError)."""
-        addresses = resolve_checked(host, port, self.allow, self.timeout)
+        addresses = resolve_checked(host, port, self.allow, self.timeout, self.ports)
         with self._lock:
             self.log.hosts.add(host)
         last: OSError | None = None
@@ -161,8 +205,16 @@ class EgressProxy:
                     return
                 client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
                 self._tunnel(client, upstream, rest, target)
+            elif (token := self._pinned_target(target)) is not None:
+                self._serve_pinned(client, token, method)
             else:
                 parts = urlsplit(target)
+                if parts.scheme and parts.scheme != "http":
+                    # e.g. FFmpeg following a redirect to tcp://, ftp://...: never connected.
+                    self._note(self.log.refusals, REFUSED)
+                    self._note(self.log.refusal_details, f"{parts.scheme}: URL via the proxy")
+                    self._reply(client, 403, "refused by clip-worker egress policy", refused=True)
+                    return
                 if parts.scheme != "http" or not parts.hostname:
                     self._reply(client, 400, "proxy takes absolute http:// URLs or CONNECT")
                     return
@@ -183,9 +235,15 @@ class EgressProxy:
     ) -> socket.socket | None:
         try:
             return self._connect(host, port)
+        except Refused as exc:
+            self._note(self.log.refusals, REFUSED)
+            self._note(self.log.refusal_details, exc.detail)
+            log.debug("egress refused %s: %s", target[:200], exc.detail)
+            self._reply(client, 403, "refused by clip-worker egress policy", refused=True)
+            return None
         except WorkerError as exc:
             if exc.reason is Reason.FORBIDDEN_ADDRESS:
-                self._note(self.log.refusals, f"{exc.message} (request {target[:200]})")
+                self._note(self.log.refusals, REFUSED)
                 self._reply(client, 403, "refused by clip-worker egress policy", refused=True)
             else:
                 self._note(self.log.upstream_errors, exc.message)

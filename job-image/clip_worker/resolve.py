@@ -1,4 +1,9 @@
-"""Turn the source URL into media URLs FFmpeg can read: yt-dlp, then the duration."""
+"""Turn the source URL into media URLs FFmpeg can read: yt-dlp, then the duration.
+
+Every URL handed on (yt-dlp's format URLs, every URL inside an HLS playlist) must be
+http(s); HLS playlists are fetched, vetted and pinned here (vetting.py), so FFmpeg never
+reads a URL nobody checked.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,14 @@ import logging
 import re
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
 from clip_worker.config import Config
+from clip_worker.netguard import Refused
 from clip_worker.result import Reason, WorkerError
+from clip_worker.vetting import Pin, guarded_opener, pin_playlists
 
 log = logging.getLogger("clip_worker")
 
@@ -43,12 +50,6 @@ class Source:
     extractor: str
 
 
-def _opener(proxy_url: str) -> urllib.request.OpenerDirector:
-    return urllib.request.build_opener(
-        urllib.request.ProxyHandler({"http": proxy_url, "https": proxy_url})
-    )
-
-
 def _status_error(status: int, url: str) -> WorkerError | None:
     if status in (404, 410):
         return WorkerError(Reason.SOURCE_NOT_FOUND, f"HTTP {status} for {url}: the video is gone")
@@ -67,8 +68,10 @@ def head_probe(url: str, proxy_url: str, timeout: float) -> tuple[str, str]:
     """
     request = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "clip-worker"})
     try:
-        with _opener(proxy_url).open(request, timeout=timeout) as response:
+        with guarded_opener(proxy_url).open(request, timeout=timeout) as response:
             return response.geturl(), response.headers.get("Content-Type", "")
+    except Refused:
+        raise
     except urllib.error.HTTPError as exc:
         error = _status_error(exc.code, url)
         if error is not None and not exc.headers.get("X-Clip-Refused"):
@@ -183,6 +186,9 @@ def _media_inputs(info: dict[str, Any]) -> tuple[MediaInput, ...]:
         protocol = str(fmt.get("protocol") or "https")
         if not url:
             raise WorkerError(Reason.UNSUPPORTED_SOURCE, "yt-dlp found no media URL")
+        parts = urlsplit(str(url))
+        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+            raise Refused(f"format {fmt.get('format_id')} has a non-http(s) URL")
         if protocol not in _SUPPORTED_PROTOCOLS:
             raise WorkerError(
                 Reason.UNSUPPORTED_SOURCE,
@@ -242,8 +248,8 @@ def header_args(media: MediaInput) -> list[str]:
     return args
 
 
-def resolve(cfg: Config, proxy_url: str) -> Source:
-    """HEAD probe, then yt-dlp extraction.
+def resolve(cfg: Config, proxy_url: str, pin: Pin) -> Source:
+    """HEAD probe, yt-dlp extraction, then HLS playlists vetted and pinned (`pin`).
 
     A direct file has no duration in yt-dlp; the download step's FFmpeg reads it from
     the index it fetches anyway (a separate ffprobe would fetch the index twice).
@@ -251,4 +257,13 @@ def resolve(cfg: Config, proxy_url: str) -> Source:
     final_url, content_type = head_probe(cfg.source_url, proxy_url, cfg.network_timeout)
     media = bool(_MEDIA_TYPE.match(content_type))
     hls = bool(_HLS_TYPE.search(content_type))
-    return extract(cfg, final_url, proxy_url, media and not hls, media and hls)
+    source = extract(cfg, final_url, proxy_url, media and not hls, media and hls)
+    if not any(m.protocol.startswith("m3u8") for m in source.inputs):
+        return source
+    inputs = tuple(
+        replace(m, url=pin_playlists(m.url, m.headers, proxy_url, pin, cfg.network_timeout))
+        if m.protocol.startswith("m3u8")
+        else m
+        for m in source.inputs
+    )
+    return replace(source, inputs=inputs)

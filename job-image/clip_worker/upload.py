@@ -1,4 +1,9 @@
-"""Upload the clip to S3 (multipart for large files) and map storage errors to reasons."""
+"""Upload the clip to S3 and map storage errors to reasons.
+
+Two ways: presigned (the operator's contract, CLIP_UPLOAD_URL: plain HTTP PUTs, no
+credentials, no boto3; presigned.py) or the legacy boto3 path (CLIP_S3_ENDPOINT and
+AWS_* keys; multipart for large files) for standalone use.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import unicodedata
 from typing import Any
 from urllib.parse import quote
 
+from clip_worker import presigned
 from clip_worker.config import Config
 from clip_worker.result import Reason, WorkerError
 
@@ -105,7 +111,13 @@ def classify(exc: BaseException, cfg: Config) -> WorkerError:
 
 
 def make_client(cfg: Config) -> Any:
-    """The S3 client (importing boto3 takes a while: the worker does it during the download)."""
+    """The S3 client (importing boto3 takes a while: the worker does it during the download).
+
+    None for presigned uploads: those need no client, and building one would look for
+    credentials (instance metadata included).
+    """
+    if cfg.presigned:
+        return None
     import boto3
 
     session = boto3.session.Session()
@@ -118,6 +130,9 @@ def upload(
     cfg: Config, path: str, content_type: str, filename: str, client: Any | None = None
 ) -> None:
     """Upload `path` to the configured bucket and key."""
+    if cfg.presigned:
+        presigned.put_clip(cfg, path, content_type, content_disposition(filename))
+        return
     from boto3.s3.transfer import TransferConfig
 
     try:
@@ -135,3 +150,9 @@ def upload(
         client.upload_file(path, cfg.s3_bucket, cfg.s3_key, ExtraArgs=extra, Config=transfer)
     except Exception as exc:
         raise classify(exc, cfg) from None
+
+
+def put_result(cfg: Config, text: str) -> None:
+    """Store the success result beside the clip (CLIP_RESULT_URL), when presigned."""
+    if cfg.presigned and cfg.result_url:
+        presigned.put_result(cfg, text)

@@ -139,6 +139,7 @@ def test_job_image_cuts_a_clip_into_s3(
         "CLIP_OUTPUT_FORMAT": "mp4",
         "CLIP_MODE": "accurate",
         "CLIP_ALLOW_PRIVATE_NETWORKS": "127.0.0.0/8",
+        "CLIP_ALLOW_PORTS": str(media_server.server_address[1]),
         "CLIP_NETWORK_TIMEOUT_SECONDS": "20",
         "CLIP_OUTPUT_FILENAME": "image test",
         "CLIP_S3_BUCKET": s3_bucket,

@@ -74,6 +74,7 @@ def test_bytes_served_for_a_middle_clip_are_index_plus_clip(
         "CLIP_OUTPUT_FORMAT": "mp4",
         "CLIP_MODE": "fast",
         "CLIP_ALLOW_PRIVATE_NETWORKS": "127.0.0.0/8",
+        "CLIP_ALLOW_PORTS": str(media_server.server_address[1]),
         "CLIP_S3_BUCKET": s3_bucket,
         "CLIP_S3_KEY": "bytes.mp4",
     }
@@ -121,6 +122,7 @@ def test_hls_fetches_only_the_segments_covering_the_clip(
         "CLIP_OUTPUT_FORMAT": "mp4",
         "CLIP_MODE": "fast",
         "CLIP_ALLOW_PRIVATE_NETWORKS": "127.0.0.0/8",
+        "CLIP_ALLOW_PORTS": str(media_server.server_address[1]),
         "CLIP_S3_BUCKET": s3_bucket,
         "CLIP_S3_KEY": "hls.mp4",
     }

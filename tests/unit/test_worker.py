@@ -125,7 +125,8 @@ def test_resolve_checked_refuses_and_allows_literals() -> None:
     with pytest.raises(WorkerError) as info:
         netguard.resolve_checked("127.0.0.1", 80, (), 5)
     assert info.value.reason is Reason.FORBIDDEN_ADDRESS
-    assert "loopback" in info.value.message
+    assert info.value.message == netguard.REFUSED  # one message, whatever the cause
+    assert isinstance(info.value, netguard.Refused) and "loopback" in info.value.detail
     allow = config.parse_networks("127.0.0.0/8")
     assert netguard.resolve_checked("127.0.0.1", 80, allow, 5) == [
         (ipaddress.ip_address("127.0.0.1"), 80)
@@ -142,13 +143,14 @@ def test_proxy_refuses_forbidden_targets_before_connecting() -> None:
     listener.settimeout(0.5)
     port = listener.getsockname()[1]
     try:
-        with EgressProxy((), timeout=5) as proxy:
+        with EgressProxy((), timeout=5, ports=(port,)) as proxy:
             opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": proxy.url}))
             with pytest.raises(urllib.error.HTTPError) as info:
                 opener.open(f"http://127.0.0.1:{port}/x", timeout=5)
             assert info.value.code == 403
             assert info.value.headers["X-Clip-Refused"] == "1"
-            assert proxy.log.refusals and "loopback" in proxy.log.refusals[0]
+            assert proxy.log.refusals == [netguard.REFUSED]
+            assert "loopback" in proxy.log.refusal_details[0]
         with pytest.raises(TimeoutError):
             listener.accept()  # nothing ever connected to the target
     finally:
