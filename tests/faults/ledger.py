@@ -112,6 +112,7 @@ class Scenario:
     recovered_at: float | None = None
     lost: list[str] | None = None
     notes: list[str] = field(default_factory=list)
+    met_at: dict[str, float] = field(default_factory=dict)
 
     def expect(
         self,
@@ -161,10 +162,16 @@ class Scenario:
                     ok, states[exp.name] = False, f"unreadable: {type(exc).__name__}"
                 if not ok:
                     still.append(exp)
+                else:
+                    self.met_at[exp.name] = time.monotonic()
             pending = still
             if pending:
                 time.sleep(every)
         self.recovered_at = time.monotonic()
+        if self.met_at and not pending:
+            last = max(self.met_at, key=lambda n: self.met_at[n])
+            since = self.fault_cleared_at or self.started
+            self.notes.append(f"last to recover: {last} ({self.met_at[last] - since:.1f} s)")
         self.lost = [
             f"{e.namespace}/{e.name} wanted {e.phase}/{e.reason or '*'}, is {states.get(e.name)}"
             for e in pending
@@ -195,7 +202,19 @@ class Scenario:
         """Wait for every expectation, then assert nothing lost and nothing duplicated."""
         lost = self.wait(timeout)
         dups = self.duplicates()
-        assert not lost and not dups, f"{self.name}: lost {lost}; duplicate Jobs {dups}"
+        assert not lost and not dups, (
+            f"{self.name}: lost {lost}; duplicate Jobs {dups}\n{self.cluster_state()}"
+        )
+
+    def cluster_state(self) -> str:
+        """ClipJobs, Jobs and Pods of the scenario's namespaces, for a failure message."""
+        out = []
+        for ns in self.ledger.namespaces:
+            got = self.kube.run_kubectl(
+                "get", "clipjobs,jobs,pods", "-n", ns, "-o", "wide", timeout=20
+            )
+            out.append(f"--- {ns}\n{got.stdout}{got.stderr}")
+        return "\n".join(out)
 
     def row(self, outcome: str) -> dict[str, Any]:
         recover = self.recover_seconds()
