@@ -78,6 +78,7 @@ class Controller(FactFinder):
             delete_retry_limit_seconds=config.delete_retry_limit_seconds,
             default_bucket=config.s3_bucket,
         )
+        self.refused: set[str] = set()  # ClipJobs backing off after a refused Job create
         self.policy_ready: set[str] = set()  # namespaces whose worker NetworkPolicy is ours
         self.announced: set[str] = set()  # terminal phases announced (once per process)
 
@@ -113,6 +114,7 @@ class Controller(FactFinder):
     def forget(self, uid: str) -> None:
         """The ClipJob is gone: drop it everywhere and hand its slot on."""
         self.cache.drop_clipjob(uid)
+        self.refused.discard(uid)
         self.queue.drop(uid)
         self.s3ops.forget(uid)
         if uid not in self.cache.jobs:
@@ -185,6 +187,8 @@ class Controller(FactFinder):
                 self.events.post(cj, kind, reason, message)
         if plan.status and changed and first_queued and plan.status.get("queuedAt"):
             metrics.JOBS_QUEUED_TOTAL.inc()  # accepted: counted once, when first queued
+        if plan.terminal:
+            self.refused.discard(uid)
         if plan.terminal and changed and before != plan.terminal.value:
             self._announce(cj, plan)
         for action in plan.actions:
@@ -228,6 +232,10 @@ class Controller(FactFinder):
             if exc.status != 409:
                 if exc.status in (400, 403, 404, 422, 429) or exc.status >= 500:
                     facts.create_refused = (exc.status, api_message(exc))
+                    self.refused.add(ref.uid)
+                    metrics.JOB_CREATE_REFUSED.labels(ref.namespace).inc()
+                    # Handled (shown in status, retried), yet an error of the reconcile.
+                    metrics.RECONCILE_ERRORS.labels("reconcile", "JobCreateRefused").inc()
                     return None
                 raise
             job = await self.kube.read_job(ref.namespace, name)
@@ -238,6 +246,7 @@ class Controller(FactFinder):
                 )
                 return None
             log.info("adopting existing Job %s/%s", ref.namespace, name)
+        self.refused.discard(ref.uid)
         self.cache.put_job(ref.uid, job)
         self.admission.running(ref.uid, active=True)
         return self.cache.jobs[ref.uid]

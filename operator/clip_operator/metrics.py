@@ -70,6 +70,11 @@ WORKER_BYTES_TOTAL = Counter(
     ["direction"],
 )
 
+JOB_CREATE_REFUSED = Counter(
+    "clip_jobs_create_refused",
+    "Job creates the API refused (quota, admission webhook, throttling), by namespace.",
+    ["namespace"],
+)
 STATUS_WRITES = Counter(
     "clip_operator_status_writes",
     "ClipJob status patches the operator sent.",

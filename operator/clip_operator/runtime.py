@@ -81,7 +81,10 @@ def update_gauges(controller: Controller) -> None:
     now = datetime.now(UTC)
     running = [j for j in controller.cache.jobs.values() if not job_finished(j)]
     metrics.JOBS_INFLIGHT.set(len(running))
-    metrics.QUEUE_DEPTH.set(controller.admission.waiting())
+    # Waiting for a slot, or backing off after the API refused their Job: both are Queued.
+    adm = controller.admission
+    backing_off = sum(1 for uid in controller.refused if not adm.is_waiting(uid))
+    metrics.QUEUE_DEPTH.set(adm.waiting() + backing_off)
     metrics.WORKQUEUE_DEPTH.set(controller.queue.depth())
     metrics.WORKQUEUE_DELAYED.set(controller.queue.delayed())
     oldest = 0.0

@@ -258,7 +258,7 @@ def test_dashboards_and_alerts_on_real_prometheus(
     deny_job_creation: Callable[[], DenyJobCreation],
     tmp_path: Path,
 ) -> None:
-    # Job creation is refused (Forbidden) until the policy goes: real reconcile errors.
+    # Job creation is refused (Forbidden) until the policy goes: counted, shown, retried.
     deny_jobs = deny_job_creation()
     op = operator_factory(in_flight_limit=IN_FLIGHT_LIMIT)
     prom = prometheus_for(op.metrics_port)
@@ -270,8 +270,8 @@ def test_dashboards_and_alerts_on_real_prometheus(
         create(kube, namespace, manifest(name, retries=0))
     total = len(SUCCEED) + len(FAIL)
     prom.wait_value(
-        "reconcile errors",
-        f'sum(clip_operator_reconcile_errors_total{{job="{JOB}"}})',
+        "refused Job creates",
+        f'sum(clip_jobs_create_refused_total{{job="{JOB}"}})',
         lambda v: v >= 2,
     )
     prom.wait_value("all ClipJobs queued", f"max(clip_jobs_queue_depth{sel})", lambda v: v == total)
