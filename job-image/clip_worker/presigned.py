@@ -110,6 +110,8 @@ def _put_once(
     conn = kind(host, port, timeout, addresses)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     try:
+        conn.connect()
+        unsent: OSError | None = None
         try:
             conn.putrequest("PUT", target, skip_accept_encoding=True)
             for name, value in headers.items():
@@ -118,10 +120,15 @@ def _put_once(
             conn.endheaders()
             while chunk := body.read(_CHUNK):
                 conn.send(chunk)
-        except OSError:
+        except OSError as exc:
             # S3 may answer (403...) and close before the body is sent: read that answer.
-            pass
-        response = conn.getresponse()
+            unsent = exc
+        try:
+            response = conn.getresponse()
+        except (OSError, http.client.HTTPException):
+            if unsent is not None:
+                raise unsent from None
+            raise
         status = response.status
         data = response.read(_ERROR_BODY) if status >= 300 else b""
         if status >= 300:

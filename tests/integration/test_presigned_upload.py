@@ -1,0 +1,182 @@
+"""Presigned uploads (issue 12, the operator <-> worker contract in job-image/README.md): the
+worker holds no S3 keys; it PUTs the clip and its result to URLs presigned the way the
+operator does, against a real S3 server (versitygw checks signatures and expiry)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.mediaserver import MediaHTTPServer
+from tests.plugins.media import MediaSet, WorkerRun, run_worker
+from tests.plugins.s3 import S3Server
+
+pytestmark = pytest.mark.integration
+
+KEY = "tenant/clips/chorus.mp4"
+HEADERS = {
+    "Content-Type": "video/mp4",
+    "Content-Disposition": "attachment; filename=\"chorus.mp4\"; filename*=UTF-8''chorus.mp4",
+}
+
+
+def _presign(server: S3Server, bucket: str, key: str, expires: int = 600, **params: str) -> str:
+    """What the operator does: a PUT URL for the exact key with the signed headers."""
+    url: str = server.client().generate_presigned_url(
+        "put_object", Params={"Bucket": bucket, "Key": key, **params}, ExpiresIn=expires
+    )
+    return url
+
+
+def _clip_url(server: S3Server, bucket: str, expires: int = 600) -> str:
+    return _presign(
+        server, bucket, KEY, expires, ContentType=HEADERS["Content-Type"],
+        ContentDisposition=HEADERS["Content-Disposition"],
+    )  # fmt: skip
+
+
+def _result_url(server: S3Server, bucket: str) -> str:
+    return _presign(server, bucket, KEY + ".result.json", ContentType="application/json")
+
+
+def _run(
+    media: MediaSet, media_server: MediaHTTPServer, tmp: Path, bucket: str, upload_url: str,
+    result_url: str | None = None,
+) -> WorkerRun:  # fmt: skip
+    env = {
+        "CLIP_SOURCE_URL": f"{media_server.url}/{media.faststart}",
+        "CLIP_START": "10",
+        "CLIP_END": "12",
+        "CLIP_OUTPUT_FORMAT": "mp4",
+        "CLIP_MODE": "fast",
+        "CLIP_ALLOW_PRIVATE_NETWORKS": "127.0.0.0/8",
+        "CLIP_ALLOW_PORTS": str(media_server.server_address[1]),
+        "CLIP_NETWORK_TIMEOUT_SECONDS": "5",
+        "CLIP_S3_BUCKET": bucket,
+        "CLIP_S3_KEY": KEY,
+        "CLIP_UPLOAD_URL": upload_url,
+        "CLIP_UPLOAD_HEADERS": json.dumps(HEADERS),
+        # No HOME with ~/.aws either: the worker has nothing to sign with.
+        "HOME": str(tmp),
+    }
+    if result_url:
+        env["CLIP_RESULT_URL"] = result_url
+    run = run_worker(env, tmp, timeout=180)
+    # run_worker drops AWS_* from the inherited environment and this test sets none.
+    assert not any(k.startswith("AWS_") for k in env)
+    for secret in _secrets(upload_url) + _secrets(result_url or ""):
+        assert secret not in run.stderr, "a presigned query string reached the log"
+        assert secret not in json.dumps(run.result), "a presigned query string reached status"
+    return run
+
+
+def _secrets(url: str) -> list[str]:
+    """The signature and the credential scope: never in a message or a log line."""
+    query = url.partition("?")[2]
+    pairs = dict(p.partition("=")[::2] for p in query.split("&") if p)
+    return [v for k, v in pairs.items() if k in ("X-Amz-Signature", "X-Amz-Credential") and v]
+
+
+def _objects(server: S3Server, bucket: str) -> list[str]:
+    listed = server.client().list_objects_v2(Bucket=bucket).get("Contents", [])
+    return sorted(o["Key"] for o in listed)
+
+
+def test_presigned_upload_puts_clip_and_result_without_credentials(
+    media: MediaSet, media_server: MediaHTTPServer, s3_server: S3Server, s3_bucket: str,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    run = _run(media, media_server, tmp_path, s3_bucket, _clip_url(s3_server, s3_bucket),
+               _result_url(s3_server, s3_bucket))  # fmt: skip
+    assert run.returncode == 0, f"{run.result} {run.stderr[-2000:]}"
+    client = s3_server.client()
+    obj = client.get_object(Bucket=s3_bucket, Key=KEY)
+    body = obj["Body"].read()
+    assert obj["ContentType"] == HEADERS["Content-Type"]
+    assert obj["ContentDisposition"] == HEADERS["Content-Disposition"]
+    assert len(body) == run.result["sizeBytes"] == obj["ContentLength"]
+    assert body[4:8] == b"ftyp"  # an MP4, whole
+    stored = client.get_object(Bucket=s3_bucket, Key=KEY + ".result.json")
+    assert stored["ContentType"] == "application/json"
+    assert json.loads(stored["Body"].read()) == run.result  # the termination message, durable
+    assert run.result["bucket"] == s3_bucket and run.result["key"] == KEY
+
+
+def test_expired_url_is_storage_auth_failed(
+    media: MediaSet, media_server: MediaHTTPServer, s3_server: S3Server, s3_bucket: str,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    url = _clip_url(s3_server, s3_bucket, expires=1)
+    issued = time.time()
+    deadline = issued + 10
+    while time.time() < issued + 2.5 and time.time() < deadline:  # until it has expired
+        time.sleep(0.1)
+    run = _run(media, media_server, tmp_path, s3_bucket, url)
+    assert (run.returncode, run.result["reason"]) == (2, "StorageAuthFailed"), run.result
+    assert "403" in run.result["message"] and "?" not in run.result["message"]
+    assert _objects(s3_server, s3_bucket) == []
+
+
+def test_wrong_signature_is_storage_auth_failed(
+    media: MediaSet, media_server: MediaHTTPServer, s3_server: S3Server, s3_bucket: str,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    url = _clip_url(s3_server, s3_bucket)
+    signature = _secrets(url)[-1] if "X-Amz-Signature" in url else ""
+    assert signature
+    forged = url.replace(signature, signature[::-1])
+    run = _run(media, media_server, tmp_path, s3_bucket, forged)
+    assert (run.returncode, run.result["reason"]) == (2, "StorageAuthFailed"), run.result
+    assert "SignatureDoesNotMatch" in run.result["message"]
+    assert _objects(s3_server, s3_bucket) == []
+
+
+def test_headers_other_than_signed_are_refused(
+    media: MediaSet, media_server: MediaHTTPServer, s3_server: S3Server, s3_bucket: str,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """The URL signs Content-Type video/webm; the worker sends what it was given (mp4)."""
+    url = _presign(s3_server, s3_bucket, KEY, ContentType="video/webm",
+                   ContentDisposition=HEADERS["Content-Disposition"])  # fmt: skip
+    run = _run(media, media_server, tmp_path, s3_bucket, url)
+    assert (run.returncode, run.result["reason"]) == (2, "StorageAuthFailed"), run.result
+
+
+def test_missing_bucket_is_bucket_not_found(
+    media: MediaSet, media_server: MediaHTTPServer, s3_server: S3Server, s3_bucket: str,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    missing = s3_bucket + "-gone"
+    run = _run(media, media_server, tmp_path, missing, _clip_url(s3_server, missing))
+    assert (run.returncode, run.result["reason"]) == (2, "StorageBucketNotFound"), run.result
+
+
+def test_s3_down_is_storage_unavailable(
+    media: MediaSet, media_server: MediaHTTPServer, s3_server: S3Server, s3_bucket: str,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again: nothing listens there
+    url = _clip_url(s3_server, s3_bucket).replace(s3_server.endpoint, f"http://127.0.0.1:{port}")
+    run = _run(media, media_server, tmp_path, s3_bucket, url)
+    assert (run.returncode, run.result["reason"]) == (1, "StorageUnavailable"), run.result
+    assert f"127.0.0.1:{port}/{s3_bucket}/{KEY}" in run.result["message"]
+    assert "?" not in run.result["message"]
+
+
+def test_result_put_failure_is_reported(
+    media: MediaSet, media_server: MediaHTTPServer, s3_server: S3Server, s3_bucket: str,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """The durable result must exist when the Job reports success: a refused result PUT
+    fails the run (the retry overwrites the same clip key: nothing duplicated)."""
+    bad: Any = _result_url(s3_server, s3_bucket).replace("X-Amz-Signature=", "X-Amz-Signature=0")
+    run = _run(media, media_server, tmp_path, s3_bucket, _clip_url(s3_server, s3_bucket), bad)
+    assert (run.returncode, run.result["reason"]) == (2, "StorageAuthFailed"), run.result
+    assert ".result.json" in run.result["message"]
