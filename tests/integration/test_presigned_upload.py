@@ -46,7 +46,7 @@ def _result_url(server: S3Server, bucket: str) -> str:
 
 def _run(
     media: MediaSet, media_server: MediaHTTPServer, tmp: Path, bucket: str, upload_url: str,
-    result_url: str | None = None,
+    result_url: str | None = None, extra: dict[str, str] | None = None,
 ) -> WorkerRun:  # fmt: skip
     env = {
         "CLIP_SOURCE_URL": f"{media_server.url}/{media.faststart}",
@@ -66,6 +66,8 @@ def _run(
     }
     if result_url:
         env["CLIP_RESULT_URL"] = result_url
+    env.update(extra or {})
+    tmp.mkdir(parents=True, exist_ok=True)
     run = run_worker(env, tmp, timeout=180)
     # run_worker drops AWS_* from the inherited environment and this test sets none.
     assert not any(k.startswith("AWS_") for k in env)
@@ -180,3 +182,27 @@ def test_result_put_failure_is_reported(
     run = _run(media, media_server, tmp_path, s3_bucket, _clip_url(s3_server, s3_bucket), bad)
     assert (run.returncode, run.result["reason"]) == (2, "StorageAuthFailed"), run.result
     assert ".result.json" in run.result["message"]
+
+
+def test_upload_host_is_allowed_for_the_upload_only(
+    media: MediaSet, s3_server: S3Server, s3_bucket: str, tmp_path: Path
+) -> None:
+    """S3 on 127.0.0.1 is outside the allowed source networks (127.0.0.3/32 only): the
+    upload reaches it, because the operator chose that host; a source naming it does not."""
+    server = MediaHTTPServer(media.root, "127.0.0.3", 0)
+    server.start()
+    try:
+        env_net = {"CLIP_ALLOW_PRIVATE_NETWORKS": "127.0.0.3/32"}
+        run = _run(media, server, tmp_path / "ok", s3_bucket, _clip_url(s3_server, s3_bucket),
+                   extra=env_net)  # fmt: skip
+        assert run.returncode == 0, f"{run.result} {run.stderr[-1500:]}"
+        assert _objects(s3_server, s3_bucket) == [KEY]
+        s3_port = s3_server.endpoint.rsplit(":", 1)[1]
+        sneaky = {**env_net, "CLIP_ALLOW_PORTS": f"{server.server_address[1]},{s3_port}",
+                  "CLIP_SOURCE_URL": f"{s3_server.endpoint}/{s3_bucket}/{KEY}"}  # fmt: skip
+        refused = _run(media, server, tmp_path / "no", s3_bucket,
+                       _clip_url(s3_server, s3_bucket), extra=sneaky)  # fmt: skip
+        assert (refused.returncode, refused.result["reason"]) == (2, "ForbiddenAddress")
+    finally:
+        server.shutdown()
+        server.server_close()
