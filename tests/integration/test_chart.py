@@ -687,7 +687,8 @@ def leftovers(kube: Any, release: str) -> list[str]:
     names += kubectl_ok(
         kube,
         "get",
-        "clusterroles,clusterrolebindings,customresourcedefinitions",
+        "clusterroles,clusterrolebindings,customresourcedefinitions,"
+        "validatingadmissionpolicies,validatingadmissionpolicybindings",
         "-l",
         selector,
         "-o",
@@ -731,6 +732,7 @@ def test_upgrade_and_uninstall_leave_no_orphans(
         f"clusterrole.rbac.authorization.k8s.io/{full}",
         "customresourcedefinition.apiextensions.k8s.io/clipjobs.mememaker.io",
         f"role.rbac.authorization.k8s.io/{full}-tenant-secrets",
+        f"validatingadmissionpolicy.admissionregistration.k8s.io/{full}-jobs",
     ]:
         assert expected in before, before
     # The operator, not the chart, creates the worker NetworkPolicy where Jobs run.

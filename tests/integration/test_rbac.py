@@ -5,13 +5,17 @@ asks the API server what that ServiceAccount may do (`kubectl auth can-i
 --as=system:serviceaccount:<ns>:<sa>`, a SubjectAccessReview), plus a few real requests
 made as it. What the README's table promises (tests/unit/test_chart_security.py) holds:
 no Secret readable outside the namespaces listed for tenant Secrets, never a list or watch of
-Secrets, no Pods, no deleting ClipJobs; and what the operator needs, it has.
+Secrets, no Pods, no deleting ClipJobs; and what the operator needs, it has. And the Jobs it
+may create are only clip Jobs (the chart's ValidatingAdmissionPolicy): `create jobs` does not
+become "mount any Secret, run as any ServiceAccount".
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -23,7 +27,15 @@ from tests.unit.test_chart import operator_env, render
 
 pytestmark = pytest.mark.integration
 
-RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+RBAC_KINDS = {
+    "ServiceAccount",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+}
 POLICY = "clip-worker-egress"
 
 
@@ -31,7 +43,7 @@ class Identity:
     """The chart's ServiceAccount for one release, applied to the cluster."""
 
     def __init__(self, kube: Any, namespace: str, release: str, docs: list[dict[str, Any]]):
-        self.kube, self.namespace, self.docs = kube, namespace, docs
+        self.kube, self.namespace, self.docs, self.release = kube, namespace, docs, release
         self.sa = next(d for d in docs if d["kind"] == "ServiceAccount")["metadata"]["name"]
         self.user = f"system:serviceaccount:{namespace}:{self.sa}"
 
@@ -105,7 +117,8 @@ def install_rbac(kube: Any, namespace: str) -> Iterator[Callable[[dict[str, str]
         admin(
             kube,
             "delete",
-            "clusterroles,clusterrolebindings",
+            "clusterroles,clusterrolebindings,validatingadmissionpolicies,"
+            "validatingadmissionpolicybindings",
             "-l",
             f"app.kubernetes.io/instance={release}",
             "--ignore-not-found",
@@ -149,7 +162,10 @@ def assert_core_rights(who: Identity, ns: str) -> None:
 
 
 def test_default_install_reads_no_secret_anywhere(
-    kube: Any, namespace: str, namespaces: Callable[[], str], install_rbac: Any
+    kube: Any,
+    namespace: str,
+    namespaces: Callable[[], str],
+    install_rbac: Callable[[dict[str, str]], Identity],
 ) -> None:
     tenant = namespaces()
     admin(kube, "-n", tenant, "create", "secret", "generic", "tenant-s3", "--from-literal=k=v")
@@ -170,7 +186,10 @@ def test_default_install_reads_no_secret_anywhere(
 
 
 def test_tenant_secrets_only_in_listed_namespaces_and_the_worker_policy_by_name(
-    kube: Any, namespace: str, namespaces: Callable[[], str], install_rbac: Any
+    kube: Any,
+    namespace: str,
+    namespaces: Callable[[], str],
+    install_rbac: Callable[[dict[str, str]], Identity],
 ) -> None:
     tenant, other = namespaces(), namespaces()
     for ns in (tenant, other):
@@ -224,7 +243,10 @@ def test_tenant_secrets_only_in_listed_namespaces_and_the_worker_policy_by_name(
 
 
 def test_namespaced_install_with_tenant_secrets_reaches_nothing_else(
-    kube: Any, namespace: str, namespaces: Callable[[], str], install_rbac: Any
+    kube: Any,
+    namespace: str,
+    namespaces: Callable[[], str],
+    install_rbac: Callable[[dict[str, str]], Identity],
 ) -> None:
     served, other = namespaces(), namespaces()
     who = install_rbac({"watchNamespaces[0]": served, "rbac.tenantSecrets": "true"})
@@ -240,7 +262,10 @@ def test_namespaced_install_with_tenant_secrets_reaches_nothing_else(
 
 
 def test_url_policy_secret_writes_secrets_but_never_reads_them(
-    kube: Any, namespace: str, namespaces: Callable[[], str], install_rbac: Any
+    kube: Any,
+    namespace: str,
+    namespaces: Callable[[], str],
+    install_rbac: Callable[[dict[str, str]], Identity],
 ) -> None:
     served = namespaces()
     who = install_rbac({"operator.urlPolicy": "Secret"})
@@ -248,3 +273,101 @@ def test_url_policy_secret_writes_secrets_but_never_reads_them(
     assert who.can("create", "secrets", served) and who.can("update", "secrets", served)
     for verb in ("get", "list", "watch", "delete", "patch"):
         assert not who.can(verb, "secrets", served), f"can {verb} secrets"
+
+
+def clip_job(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The Job the operator builds, with the settings the chart gives it."""
+    from clip_operator.builders import ClipJobRef, build_job
+    from clip_operator.config import load_config
+    from clip_operator.models import ClipJobSpec
+
+    spec = ClipJobSpec.model_validate(
+        {"source": {"url": "https://e.com/v.mp4"}, "start": "0", "end": "5"}
+    )
+    config = load_config(operator_env(docs))
+    job = build_job(ClipJobRef(namespace="x", name="clip", uid="u-1"), spec, config)
+    del job["metadata"]["ownerReferences"], job["metadata"]["namespace"]
+    return job
+
+
+def hostile_jobs(job: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The clip Job changed in each way that would reach past the operator's own rights."""
+
+    def changed(change: Callable[[dict[str, Any], dict[str, Any]], None]) -> dict[str, Any]:
+        out = copy.deepcopy(job)
+        pod = out["spec"]["template"]["spec"]
+        change(pod, pod["containers"][0])
+        return out
+
+    secret_env = {"name": "K", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}
+    return {
+        "image": changed(lambda p, c: c.update(image="busybox:1")),
+        "secret-volume": changed(
+            lambda p, c: p["volumes"].append({"name": "s", "secret": {"secretName": "s"}})
+        ),
+        "secret-env": changed(lambda p, c: c["env"].append(secret_env)),
+        "env-from": changed(lambda p, c: c.update(envFrom=[{"secretRef": {"name": "s"}}])),
+        "token": changed(lambda p, c: p.update(automountServiceAccountToken=True)),
+        "service-account": changed(lambda p, c: p.update(serviceAccountName="admin")),
+        "host-network": changed(lambda p, c: p.update(hostNetwork=True)),
+        "init-container": changed(
+            lambda p, c: p.update(initContainers=[{**c, "name": "i", "image": "busybox:1"}])
+        ),
+    }
+
+
+def test_the_operator_may_create_clip_jobs_only(
+    kube: Any,
+    namespace: str,
+    namespaces: Callable[[], str],
+    install_rbac: Callable[[dict[str, str]], Identity],
+) -> None:
+    served = namespaces()
+    who = install_rbac({})
+    job = clip_job(who.docs)
+
+    def create_as_operator(body: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+        return who.kubectl(
+            "-n", served, "create", "--dry-run=server", "-f", "-", stdin=json.dumps(body)
+        )
+
+    # A new policy takes effect once the API server has loaded it: wait, bounded.
+    deadline = time.monotonic() + 30
+    while (
+        "ValidatingAdmissionPolicy"
+        not in create_as_operator(hostile_jobs(job)["secret-volume"]).stderr
+    ):
+        assert time.monotonic() < deadline, "the chart's ValidatingAdmissionPolicy never applied"
+        time.sleep(0.5)
+    policy = json.loads(
+        admin(
+            kube,
+            "get",
+            "validatingadmissionpolicy",
+            f"{who.release}-clip-operator-jobs",
+            "-o",
+            "json",
+        )
+    )
+    assert not (policy.get("status", {}).get("typeChecking") or {}).get("expressionWarnings")
+
+    made = create_as_operator(job)
+    assert made.returncode == 0, f"the operator's own Job was refused:\n{made.stderr}"
+    for name, body in hostile_jobs(job).items():
+        proc = create_as_operator(body)
+        assert proc.returncode != 0, f"{name}: admitted"
+        assert "ValidatingAdmissionPolicy" in proc.stderr and "clip-operator" in proc.stderr, (
+            name,
+            proc.stderr,
+        )
+    # Only the operator's identity is held to it: an administrator's Job is not.
+    admin(
+        kube,
+        "-n",
+        served,
+        "create",
+        "--dry-run=server",
+        "-f",
+        "-",
+        stdin=json.dumps(hostile_jobs(job)["secret-volume"]),
+    )

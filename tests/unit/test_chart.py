@@ -151,16 +151,16 @@ def test_ci_values_cover_the_three_promised_setups() -> None:
 def test_defaults_render_the_cluster_wide_operator() -> None:
     docs = render()
     kinds = sorted(d["kind"] for d in docs)
-    assert kinds == [
+    cluster_scoped = {
         "ClusterRole",
         "ClusterRoleBinding",
         "CustomResourceDefinition",
-        "Deployment",
-        "Service",
-        "ServiceAccount",
-    ]
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    }
+    assert kinds == sorted([*cluster_scoped, "Deployment", "Service", "ServiceAccount"])
     for doc in docs:
-        if doc["kind"] not in ("CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"):
+        if doc["kind"] not in cluster_scoped:
             assert doc["metadata"]["namespace"] == "clip-system"
 
 

@@ -166,6 +166,25 @@ def test_no_rule_grants_wildcards_pods_secret_listing_or_cluster_wide_secret_rea
             assert "get" not in rules_of(role).get(("", "secrets"), set())
 
 
+def test_job_admission_policy_holds_only_the_operator_to_the_job_image() -> None:
+    docs = render(values=[CHART / "ci/custom-storage-values.yaml"], release="prod")
+    policy = one(docs, "ValidatingAdmissionPolicy")
+    binding = one(docs, "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"] == {
+        "policyName": policy["metadata"]["name"],
+        "validationActions": ["Deny"],
+    }
+    assert policy["spec"]["failurePolicy"] == "Fail"
+    (condition,) = policy["spec"]["matchConditions"]
+    user = "system:serviceaccount:clip-system:prod-clip-operator"
+    assert condition["expression"] == f"request.userInfo.username == '{user}'"
+    image = operator_env(docs)["CLIP_OPERATOR_JOB_IMAGE"]
+    assert f"c.image == '{image}'" in policy["spec"]["validations"][0]["expression"]
+    off = render(sets={"jobAdmissionPolicy.enabled": "false"})
+    assert not by_kind(off, "ValidatingAdmissionPolicy")
+    assert not by_kind(off, "ValidatingAdmissionPolicyBinding")
+
+
 # The README's and the chart README's table of the operator's rights, generated from renders.
 RBAC_TABLE_BEGIN = (
     "<!-- rbac-table: generated from the rendered chart; tests/unit/test_chart_security.py -->"
