@@ -16,21 +16,22 @@ lint: ## ruff check, ruff format --check, mypy
 	ruff format --check .
 	mypy
 
-test: setup ## THE test command: setup, lint, unit and integration tiers (e2e: make e2e)
+test: setup ## THE test command: setup, lint, unit, integration and fault tiers on their own cluster (e2e: make e2e)
 	$(MAKE) lint
-	$(PYTEST) tests $(PYTEST_ARGS)
+	. hack/test-env.sh && $(PYTEST) tests $(PYTEST_ARGS)
 
-e2e: ## e2e tier on a real node: images, a fresh cluster with a node, tests/e2e
-	hack/cluster down >/dev/null 2>&1 || true
+e2e: ## e2e tier on a real node: images, a fresh test cluster with a node (a running demo is stopped first: one node per machine), tests/e2e
+	. hack/test-env.sh && hack/cluster down >/dev/null 2>&1 || true
+	hack/stop-demo-node.sh
 	hack/images.sh
-	hack/cluster up --with-node
-	$(PYTEST) tests/e2e -rs $(PYTEST_ARGS)
+	. hack/test-env.sh && hack/cluster up --with-node
+	. hack/test-env.sh && $(PYTEST) tests/e2e -rs $(PYTEST_ARGS)
 
 test-unit: ## unit tests only (no infrastructure)
 	$(PYTEST) tests/unit $(PYTEST_ARGS)
 
 test-integration: setup ## control plane, S3, FFmpeg tiers
-	$(PYTEST) tests/integration $(PYTEST_ARGS)
+	. hack/test-env.sh && $(PYTEST) tests/integration $(PYTEST_ARGS)
 
 cluster-up: ## start the local control plane (.cluster/kubeconfig)
 	hack/cluster up

@@ -3,9 +3,26 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CLUSTER_VARS = ("CLUSTER_DIR", "ETCD_PORT", "ETCD_PEER_PORT", "APISERVER_PORT", "KCM_PORT")
+
+
+def _use_the_test_cluster() -> None:
+    """The tests' own control plane (hack/test-env.sh), never a demo left running."""
+    script = f'source "{REPO_ROOT}/hack/test-env.sh" && env -0'
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
+    values = dict(item.split("=", 1) for item in out.stdout.split("\0") if "=" in item)
+    for name in CLUSTER_VARS:
+        os.environ.setdefault(name, values[name])
+
+
+_use_the_test_cluster()
 
 pytest_plugins = [
     "tests.plugins.cluster",  # real kube-apiserver + etcd + kube-controller-manager (hack/cluster)
