@@ -199,11 +199,11 @@ def proc_stats(pid: int) -> dict[str, float]:
 def start_operator(
     kube: Kube, ns: str, log_path: Path, settings: dict[str, str]
 ) -> subprocess.Popen[bytes]:
-    health = free_port()
+    health, metrics_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLIP_OPERATOR_")}
     env.update(
         KUBECONFIG=kube.kubeconfig,
-        CLIP_OPERATOR_METRICS_PORT=str(free_port()),
+        CLIP_OPERATOR_METRICS_PORT=str(metrics_port),
         CLIP_OPERATOR_HEALTH_PORT=str(health),
         CLIP_OPERATOR_S3_BUCKET="clips",
         CLIP_OPERATOR_IN_FLIGHT_LIMIT="0",
@@ -224,6 +224,7 @@ def start_operator(
         stdout=log_path.open("wb"),
         stderr=subprocess.STDOUT,
     )
+    proc.metrics_port = metrics_port  # type: ignore[attr-defined]
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -233,6 +234,47 @@ def start_operator(
             time.sleep(0.2)
     proc.kill()
     raise SystemExit(f"operator did not become healthy; see {log_path}")
+
+
+def histogram_quantiles(text: str, name: str) -> dict[str, float]:
+    """p50/p99 of a Prometheus histogram from /metrics text (histogram_quantile's way)."""
+    buckets: list[tuple[float, float]] = []
+    for line in text.splitlines():
+        if line.startswith(f"{name}_bucket{{"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append((float(le), float(line.rsplit(" ", 1)[1])))
+    buckets.sort()
+    total = buckets[-1][1] if buckets else 0.0
+    out: dict[str, float] = {"n": total}
+    for q in (0.5, 0.99):
+        if not total:
+            out[f"p{int(q * 100)}"] = float("nan")
+            continue
+        rank, prev_le, prev_count = q * total, 0.0, 0.0
+        for le, count in buckets:
+            if count >= rank:
+                if le == float("inf"):
+                    value = prev_le
+                else:
+                    span = count - prev_count
+                    value = prev_le + (le - prev_le) * ((rank - prev_count) / span if span else 0)
+                out[f"p{int(q * 100)}"] = round(value, 4)
+                break
+            prev_le, prev_count = le, count
+    return out
+
+
+def operator_metrics(port: int) -> dict[str, dict[str, float]]:
+    """The operator's own view: slot-to-Job latency and event-loop lag."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return {}
+    return {
+        "admission_seconds": histogram_quantiles(text, "clip_operator_admission_seconds"),
+        "event_loop_lag_seconds": histogram_quantiles(text, "clip_operator_event_loop_lag_seconds"),
+    }
 
 
 def create_clipjobs(
@@ -296,6 +338,7 @@ def run_once(
     time.sleep(2.0)  # let trailing writes land before counting
     after = apiserver_requests(kube)
     stats = proc_stats(op.pid)
+    inside = operator_metrics(op.metrics_port)  # type: ignore[attr-defined]
     op.terminate()
     op.wait(timeout=30)
     rec.close()
@@ -333,6 +376,7 @@ def run_once(
         "succeeded": len(rec.succeeded),
         "create_seconds": round(create_seconds, 2),
         "drain_seconds": round(drain, 2),
+        **inside,
         "clipjob_to_job": summary(
             [rec.job_seen[c] - rec.created[c] for c in rec.job_seen if c in rec.created]
         ),

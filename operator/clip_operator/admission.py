@@ -12,6 +12,8 @@ slot instead of the blocked one holding the head of the line.
 from __future__ import annotations
 
 import heapq
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -26,8 +28,10 @@ class QueueEntry:
 
 
 class Admission:
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.limit = limit  # 0: no limit
+        self.clock = clock
+        self.granted_at: dict[str, float] = {}  # slot granted, Job not yet created
         self._heap: list[QueueEntry] = []
         self._waiting: dict[str, QueueEntry] = {}
         self.holding: set[str] = set()  # uids with a running Job or a reservation
@@ -47,6 +51,7 @@ class Admission:
         """`uid` no longer waits and gives back any reservation; returns newly admitted uids."""
         self._waiting.pop(uid, None)  # its heap entry is skipped lazily
         self.holding.discard(uid)
+        self.granted_at.pop(uid, None)
         return self.pump()
 
     forget = withdraw
@@ -57,6 +62,7 @@ class Admission:
             self._waiting.pop(uid, None)
             self.holding.add(uid)
             return []
+        self.granted_at.pop(uid, None)
         if uid in self.holding:
             self.holding.discard(uid)
             return self.pump()
@@ -71,11 +77,17 @@ class Admission:
                 continue  # withdrawn, or re-queued with another entry
             del self._waiting[entry.uid]
             self.holding.add(entry.uid)
+            self.granted_at[entry.uid] = self.clock()
             admitted.append(entry.uid)
         if len(self._heap) > 64 and len(self._heap) > 2 * len(self._waiting):
             self._heap = list(self._waiting.values())  # shed withdrawn entries
             heapq.heapify(self._heap)
         return admitted
+
+    def took(self, uid: str) -> float | None:
+        """Seconds from granting `uid` a slot until now (its Job exists); once per grant."""
+        granted = self.granted_at.pop(uid, None)
+        return None if granted is None else self.clock() - granted
 
     # -- queries --------------------------------------------------------------------------
 

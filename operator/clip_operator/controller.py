@@ -69,7 +69,7 @@ class Controller(FactFinder):
         self.clock, self.wall = clock, wall
         self.cache = Cache(clock=clock)
         self.queue = WorkQueue(clock=clock)
-        self.admission = Admission(config.in_flight_limit)
+        self.admission = Admission(config.in_flight_limit, clock)
         self.events = EventPoster(kube)
         self.s3ops = S3Ops(self.queue.add)
         self.settings = Settings(
@@ -247,6 +247,9 @@ class Controller(FactFinder):
                 return None
             log.info("adopting existing Job %s/%s", ref.namespace, name)
         self.refused.discard(ref.uid)
+        took = self.admission.took(ref.uid)
+        if took is not None:
+            metrics.ADMISSION_SECONDS.observe(took)
         self.cache.put_job(ref.uid, job)
         self.admission.running(ref.uid, active=True)
         return self.cache.jobs[ref.uid]

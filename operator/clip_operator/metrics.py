@@ -75,6 +75,11 @@ JOB_CREATE_REFUSED = Counter(
     "Job creates the API refused (quota, admission webhook, throttling), by namespace.",
     ["namespace"],
 )
+ADMISSION_SECONDS = Histogram(
+    "clip_operator_admission_seconds",
+    "From a ClipJob being granted an in-flight slot to its Job created.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 STATUS_WRITES = Counter(
     "clip_operator_status_writes",
     "ClipJob status patches the operator sent.",
