@@ -18,6 +18,7 @@ import pytest
 
 from tests.faults.control import ControlPlane
 from tests.faults.ledger import JobLedger, Scenario, format_table
+from tests.faults.servers import StoppableS3
 
 # What the new operator core reads (issue 11); settings this operator does not know yet
 # are left out and named in the report, so a run on an older operator still says what it can.
@@ -126,6 +127,18 @@ def fault_operator(
         return op
 
     return start
+
+
+@pytest.fixture
+def stoppable_s3(tmp_path: Path) -> Iterator[StoppableS3]:
+    """A versitygw of the test's own (bucket `clips`), to stop and start at will."""
+    s3 = StoppableS3(tmp_path / "s3")
+    s3.start()
+    s3.server.client().create_bucket(Bucket="clips")
+    try:
+        yield s3
+    finally:
+        s3.stop()
 
 
 @pytest.fixture

@@ -9,10 +9,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import json
 import os
+import signal
 import ssl
 import subprocess
 import tempfile
@@ -87,6 +89,32 @@ class StoppableS3:
         if self.proc is not None:
             _stop(self.proc)
             self.proc = None
+
+    def pause(self) -> None:
+        """SIGSTOP: connections are still accepted (backlog) but nothing is answered."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+
+def connections_to(pid: int, port: int) -> set[str]:
+    """Socket inodes of process `pid`'s established TCP connections to port `port`."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        remote_port = int(fields[2].split(":")[1], 16)
+        if remote_port == port and fields[3] == "01" and fields[9] in inodes:  # ESTABLISHED
+            found.add(fields[9])
+    return found
 
 
 def _self_signed(directory: Path) -> tuple[Path, Path, bytes]:
