@@ -89,6 +89,8 @@ def fetch_args(
     return args
 
 
+# (A demuxer off -format_whitelist is a file the worker does not read: UnsupportedSource.)
+_PROTOCOL_REFUSED = re.compile(r"Protocol '[^']+' not on whitelist")
 _SERVER_STATUS = re.compile(r"Server returned (\d{3}|4XX|5XX)")
 
 
@@ -97,7 +99,7 @@ def classify_failure(done: Completed, proxy: EgressProxy) -> WorkerError:
     if proxy.log.refusals:
         return WorkerError(Reason.FORBIDDEN_ADDRESS, proxy.log.refusals[0])
     text = done.stderr
-    if "not on whitelist" in text:  # a protocol or demuxer the egress policy leaves out
+    if _PROTOCOL_REFUSED.search(text):  # a protocol the egress policy leaves out
         return Refused(f"FFmpeg: {done.tail()}")
     statuses = [status for _, status in proxy.log.statuses if status >= 400]
     match = _SERVER_STATUS.search(text)
