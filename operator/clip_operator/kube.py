@@ -244,6 +244,15 @@ class Kube:
     async def create_event(self, namespace: str, event: dict[str, Any]) -> None:
         """Events use their own few threads: they must never delay Jobs or status."""
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(
-            self._event_pool, self.request, "POST", f"/api/v1/namespaces/{namespace}/events", event
-        )
+        path = f"/apis/events.k8s.io/v1/namespaces/{namespace}/events"
+        await loop.run_in_executor(self._event_pool, self.request, "POST", path, event)
+
+    async def patch_event(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        """Bump a repeated Event's series instead of creating another."""
+        loop = asyncio.get_running_loop()
+        path = f"/apis/events.k8s.io/v1/namespaces/{namespace}/events/{name}"
+
+        def call() -> dict[str, Any]:
+            return self.request("PATCH", path, patch, content_type=MERGE_PATCH)
+
+        await loop.run_in_executor(self._event_pool, call)
