@@ -6,22 +6,25 @@ import logging
 import os
 import posixpath
 import shutil
+import signal
 import sys
 import tempfile
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
-from clip_worker import config, probe
+from clip_worker import config, probe, process, verify
 from clip_worker.cut import CONTENT_TYPES, CutResult, cut
-from clip_worker.fetch import ContainerMismatch, download
+from clip_worker.fetch import ContainerMismatch, download, upstream_failure
 from clip_worker.proxy import EgressProxy
 from clip_worker.resolve import Source, resolve
 from clip_worker.result import (
     Reason,
     WorkerError,
     failure_json,
+    scrub,
     success_json,
     write_termination_log,
 )
@@ -71,22 +74,55 @@ def _filename(cfg: config.Config) -> str:
     return name
 
 
-def _download(
-    cfg: config.Config, source: Source, proxy: EgressProxy, work: str
-) -> tuple[str, float | None, bool]:
-    """Download; returns (file, source duration, whether the file already is the clip).
+def _check_size(cfg: config.Config, path: str) -> int:
+    size = os.path.getsize(path)
+    if size > cfg.max_output_bytes:
+        raise WorkerError(
+            Reason.OUTPUT_TOO_LARGE,
+            f"the clip is larger than the limit of {cfg.max_output_bytes} bytes "
+            "(CLIP_MAX_OUTPUT_BYTES); use a shorter clip, a lower maxHeight or mp4",
+        )
+    return size
 
-    Fast MP4 needs no second pass: the stream copy FFmpeg makes while downloading is the
-    clip. Everything else downloads the segment and cuts it locally.
-    """
-    if cfg.mode == "fast" and cfg.output_format == "mp4" and not cfg.max_height:
-        clip = os.path.join(work, "clip.mp4")
-        try:
-            return clip, download(cfg, source, proxy, clip, final_mp4=True), True
-        except ContainerMismatch as exc:
-            log.info("the source codecs do not fit MP4 as they are (%s); transcoding", exc)
-    segment = os.path.join(work, "segment.mkv")
-    return segment, download(cfg, source, proxy, segment), False
+
+def _fast_mp4(
+    cfg: config.Config, source: Source, proxy: EgressProxy, work: str
+) -> tuple[CutResult | None, float | None]:
+    """Fast MP4 needs no second pass: the stream copy FFmpeg makes while downloading is the
+    clip, when it passes the output check. Returns (clip or None, source duration)."""
+    clip = os.path.join(work, "clip.mp4")
+    try:
+        duration = download(cfg, source, proxy, clip, final_mp4=True).duration
+    except ContainerMismatch as exc:
+        log.info("the source codecs do not fit MP4 as they are (%s); using the segment", exc)
+        return None, None
+    if duration is not None and cfg.start >= duration:
+        return None, duration
+    _check_size(cfg, clip)
+    made = probe.made(clip, cfg.process_timeout)
+    end = min(cfg.end, duration) if duration else cfg.end
+    frame = 1 / (made.info.frame_rate or 25.0)
+    expect = verify.Expect("mp4", end - cfg.start, frame, tail_frames=verify.COPY_TAIL_FRAMES)
+    try:
+        verify.compare(made, expect)
+    except verify.CheckFailed as exc:
+        log.warning("the fast copy failed its output check (%s); using the segment", exc)
+        os.unlink(clip)
+        return None, duration
+    return CutResult(clip, "copy", made, end < cfg.end), duration
+
+
+def _segment(cfg: config.Config, path: str, duration: float | None) -> probe.Segment:
+    """Probe the downloaded segment; a segment without data means the file ends early."""
+    try:
+        return probe.segment(path, cfg.process_timeout)
+    except WorkerError:
+        index = f" although its index says it lasts {duration:.3f} s" if duration else ""
+        raise WorkerError(
+            Reason.START_BEYOND_END,
+            f"the source has no media data at {cfg.start:g} s{index}; the file ends earlier "
+            "(truncated?): pick an earlier start",
+        ) from None
 
 
 def run_clip(cfg: config.Config, work: str) -> dict[str, Any]:
@@ -95,8 +131,11 @@ def run_clip(cfg: config.Config, work: str) -> dict[str, Any]:
     with EgressProxy(cfg.allow_private_networks, cfg.network_timeout, cfg.allow_ports) as proxy:
         try:
             source = resolve(cfg, proxy.url, proxy.pin)
-        except WorkerError:
+        except WorkerError as exc:
             _refused(proxy)
+            if exc.reason is Reason.UNSUPPORTED_SOURCE and proxy.log.upstream_errors:
+                # yt-dlp saw a stalled or reset source as unreadable: it is transient.
+                raise upstream_failure(proxy.log.upstream_errors[-1]) from None
             raise
         _refused(proxy)
         log.info(
@@ -107,36 +146,28 @@ def run_clip(cfg: config.Config, work: str) -> dict[str, Any]:
         _check_start(cfg, source.duration)
         # Not earlier: importing boto3 would compete with yt-dlp for the GIL.
         s3_client = _BACKGROUND.submit(make_client, cfg)
-        path, duration, is_clip = _download(cfg, source, proxy, work)
-        duration = duration or source.duration
-        _check_start(cfg, duration)
+        made: CutResult | None = None
+        duration: float | None = None
+        if cfg.mode == "fast" and cfg.output_format == "mp4" and not cfg.max_height:
+            made, duration = _fast_mp4(cfg, source, proxy, work)
+            _check_start(cfg, duration or source.duration)
+        path = os.path.join(work, "segment.mkv")
+        shift = 0.0
+        if made is None:
+            fetched_info = download(cfg, source, proxy, path)
+            duration = fetched_info.duration or duration or source.duration
+            shift = fetched_info.shift
+            _check_start(cfg, duration)
         fetched = proxy.bytes_received()
         log.info("downloaded: %d bytes fetched (%.2f s)", fetched, clock.lap("download"))
-    info = probe.streams(path, cfg.process_timeout)
-    if not info.video_codec and not info.audio_codec:
-        if duration is None:
-            raise WorkerError(
-                Reason.START_BEYOND_END,
-                f"nothing to cut at {cfg.start:g} s: the video ends before the clip starts",
-            )
-        raise WorkerError(Reason.UNSUPPORTED_SOURCE, "the source has no audio or video track")
-    if is_clip:
-        if not info.video_codec:
-            raise WorkerError(
-                Reason.UNSUPPORTED_SOURCE, "the source has no video track for mp4; use mp3"
-            )
-        made, out = CutResult(path, "copy", None), info
-    else:
-        made = cut(cfg, info, path, work)
-        out = made.info or probe.streams(made.path, cfg.process_timeout)
-    size = os.path.getsize(made.path)
-    if size > cfg.max_output_bytes:
-        raise WorkerError(
-            Reason.OUTPUT_TOO_LARGE,
-            f"the clip is larger than the limit of {cfg.max_output_bytes} bytes "
-            "(CLIP_MAX_OUTPUT_BYTES); use a shorter clip, a lower maxHeight or mp4",
-        )
-    log.info("cut %s: %d bytes, %s (%.2f s)", made.cut_path, size, cfg.output_format,
+    if made is None:
+        # The segment's own timeline (see fetch.Fetched.shift).
+        on_segment = replace(cfg, start=cfg.start + shift, end=cfg.end + shift)
+        made = cut(on_segment, _segment(cfg, path, duration), path, work)
+    size = _check_size(cfg, made.path)
+    out = made.made.info
+    log.info("cut %s: %d bytes, %s, %.3f s%s (%.2f s)", made.cut_path, size, cfg.output_format,
+             out.duration or 0, ", truncated" if made.truncated else "",
              clock.lap("encode"))  # fmt: skip
     content_type = CONTENT_TYPES[cfg.output_format]
     try:
@@ -151,6 +182,9 @@ def run_clip(cfg: config.Config, work: str) -> dict[str, Any]:
         "sizeBytes": size,
         "durationSeconds": round(out.duration or cfg.duration, 3),
     }
+    if made.truncated:
+        # The source ended before `end`: the clip ends there, durationSeconds says where.
+        result["truncated"] = True
     if cfg.output_format != "mp3" and out.width and out.height:
         result["width"] = out.width
         result["height"] = out.height
@@ -179,6 +213,19 @@ def _work_dir(cfg: config.Config) -> str:
         ) from None
 
 
+def _on_sigterm(signum: int, frame: object) -> None:
+    """Stop every FFmpeg child now; the raised error unwinds to main(), which reports it
+    and removes the scratch files (in the image the worker is PID 1: without this handler
+    the kernel would ignore SIGTERM until the grace period ends in SIGKILL)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    stopped = process.stop_all()
+    raise WorkerError(
+        Reason.TERMINATED,
+        f"stopped by SIGTERM before the clip was finished (the Pod was deleted, evicted or "
+        f"hit its deadline); {stopped} FFmpeg process(es) stopped",
+    )
+
+
 def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     """Run one clip job from CLIP_* environment variables; return the exit code."""
     environ = os.environ if env is None else env
@@ -189,6 +236,8 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
     )
     termination_log = environ.get("CLIP_TERMINATION_LOG", "").strip() or "/dev/termination-log"
     work: str | None = None
+    if env is None:
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         cfg = config.load(environ)
         work = _work_dir(cfg)
@@ -199,14 +248,15 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
         print(text, flush=True)
         return 0
     except WorkerError as exc:
-        log.error("%s: %s", exc.reason.value, exc.message)
-        write_termination_log(termination_log, failure_json(exc.reason, exc.message))
+        message = scrub(exc.message, work)
+        log.error("%s: %s", exc.reason.value, message)
+        write_termination_log(termination_log, failure_json(exc.reason, message))
         return exc.exit_code
     except Exception as exc:
         # An unexpected bug: one concise line; the traceback only with CLIP_DEBUG.
         log.error("InternalError: %s: %s", type(exc).__name__, exc, exc_info=bool(
             environ.get("CLIP_DEBUG")))  # fmt: skip
-        message = f"unexpected {type(exc).__name__}: {exc}"
+        message = scrub(f"unexpected {type(exc).__name__}: {exc}", work)
         write_termination_log(termination_log, failure_json(Reason.INTERNAL_ERROR, message))
         return 1
     finally:

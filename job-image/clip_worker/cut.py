@@ -5,11 +5,15 @@ mode must show the frame at `start` first and last exactly `end - start` seconds
 
 - smart (MP4 from H.264): re-encode the frames from `start` to the first keyframe in the
   clip and from the last keyframe in the clip to `end`; copy the whole GOPs in between;
-  concatenate. The result is checked (decoded frame count); on any failure, re-encode.
+  concatenate.
 - reencode: decode from the keyframe before `start`, drop frames before it, encode.
 
 `fast` mode stream-copies from the keyframe before `start` when the codecs fit the
 container (MP4 hides the lead-in with an edit list); otherwise it re-encodes.
+
+Every clip passes the output check (verify.py) before it is returned; a clip that fails
+it falls back once to the next path (copy or smart -> reencode), and a failing reencode
+is a named failure, never an upload.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from clip_worker import probe
+from clip_worker import probe, verify
 from clip_worker.config import Config
 from clip_worker.process import Completed, run
 from clip_worker.result import Reason, WorkerError
@@ -41,12 +45,25 @@ _EPS = 0.0005
 
 @dataclass(frozen=True)
 class CutResult:
-    """The clip file and how it was made."""
+    """The clip file, how it was made, and what the output check found in it."""
 
     path: str
     cut_path: str  # copy | smart | reencode
-    frames: int | None
-    info: probe.StreamInfo | None = None  # of the clip, when already probed
+    made: probe.Made
+    truncated: bool = False  # the source ended before `end`: the clip ends there
+
+
+@dataclass(frozen=True)
+class Window:
+    """The part of the segment the clip shows: [start, end), `end` clamped to the data."""
+
+    start: float
+    end: float
+    truncated: bool
+    frames: int | None  # video frames in the window
+    keyframe: float | None  # the keyframe at or before start (where a copy starts)
+    lead_in_frames: int
+    audio: bool
 
 
 def _base(cfg: Config) -> list[str]:
@@ -102,12 +119,29 @@ def _gif_filter(info: probe.StreamInfo, cfg: Config) -> str:
     )
 
 
-def _check(done_rc: int, tail: str, what: str) -> None:
-    if done_rc != 0:
-        raise WorkerError(Reason.INTERNAL_ERROR, f"{what} failed: {tail}")
+_UNDECODABLE = ("invalid data found", "corrupt", "error while decoding", "invalid nal",
+                 "non-existing pps", "no frame!", "error splitting the input")  # fmt: skip
 
 
-def reencode(cfg: Config, info: probe.StreamInfo, segment: str, out: str) -> None:
+def _failed(done: Completed, what: str) -> WorkerError:
+    """A failed FFmpeg run: source data it cannot decode is permanent, the rest transient."""
+    lowered = done.stderr.lower()
+    if any(text in lowered for text in _UNDECODABLE):
+        return WorkerError(
+            Reason.UNSUPPORTED_SOURCE, f"{what} failed: the source data does not decode: "
+            f"{done.tail()}"
+        )  # fmt: skip
+    return WorkerError(Reason.INTERNAL_ERROR, f"{what} failed: {done.tail()}")
+
+
+def _check(done: Completed, what: str) -> None:
+    if done.returncode != 0:
+        raise _failed(done, what)
+
+
+def reencode(
+    cfg: Config, info: probe.StreamInfo, segment: str, out: str, frames: int | None = None
+) -> None:
     """Frame-exact: decode from the keyframe before start, encode [start, end)."""
     args = _base(cfg) + _seek_input(segment, cfg.start) + ["-t", f"{cfg.duration:.6f}"]
     fmt = cfg.output_format
@@ -116,13 +150,18 @@ def reencode(cfg: Config, info: probe.StreamInfo, segment: str, out: str) -> Non
     elif fmt == "mp3":
         args += ["-vn", *_audio_codec_args(cfg)]
     else:
+        # The demuxer's time base, not 1/fps: rounding an off-grid timestamp onto the
+        # 1/fps grid can put the last frame on `-t` and drop it.
         args += ["-map", "0:v:0", "-map", "0:a:0?", "-fps_mode", "passthrough"]
+        args += ["-enc_time_base", "-1"]
+        if frames:
+            args += ["-frames:v", str(frames)]
         height = _scale_height(cfg, info)
         if height:
             args += ["-vf", f"scale=-2:{height}"]
         args += _video_codec_args(cfg) + _audio_codec_args(cfg)
     done = run([*args, *_container_args(cfg), out], cfg.process_timeout, "encoding the clip")
-    _check(done.returncode, done.tail(), "encoding the clip")
+    _check(done, "encoding the clip")
 
 
 def can_copy(cfg: Config, info: probe.StreamInfo) -> bool:
@@ -145,7 +184,7 @@ def stream_copy(cfg: Config, segment: str, out: str) -> None:
     else:
         args += ["-map", "0:v:0", "-map", "0:a:0?"]
     done = run([*args, "-c", "copy", *_container_args(cfg), out], cfg.process_timeout, "copy")
-    _check(done.returncode, done.tail(), "copying the clip")
+    _check(done, "copying the clip")
 
 
 def _h264_profile(info: probe.StreamInfo) -> list[str]:
@@ -196,7 +235,7 @@ def smart_cut(
     parts: list[tuple[str, float]] = []
     for index, part, length, job in sorted(jobs, key=lambda item: item[0]):
         done = job.result()
-        _check(done.returncode, done.tail(), f"smart cut part {index}")
+        _check(done, f"smart cut part {index}")
         parts.append((part, length))
     listing = os.path.join(work, "parts.ffconcat")
     with open(listing, "w", encoding="utf-8") as handle:
@@ -207,17 +246,89 @@ def smart_cut(
     inputs = ["-map", "0:v:0"]
     if audio_job is not None:
         done = audio_job.result()
-        _check(done.returncode, done.tail(), "encoding the audio")
+        _check(done, "encoding the audio")
         args += ["-i", audio]
         inputs += ["-map", "1:a:0"]
     done = run([*args, *inputs, "-c", "copy", *_container_args(cfg), out],
                cfg.process_timeout, "smart cut concat")  # fmt: skip
-    _check(done.returncode, done.tail(), "joining the smart cut")
+    _check(done, "joining the smart cut")
     return True
 
 
-def cut(cfg: Config, info: probe.StreamInfo, segment: str, work_dir: str) -> CutResult:
-    """Make the clip file from the downloaded segment (`info`: its streams)."""
+def window(cfg: Config, seg: probe.Segment) -> Window:
+    """What the segment holds of [start, end); names the failure when it holds nothing usable."""
+    start, fmt = cfg.start, cfg.output_format
+    data_end = seg.data_end
+    if data_end is None or data_end <= start + _EPS:
+        where = f" (the data ends at {data_end:.3f} s)" if data_end else ""
+        raise WorkerError(
+            Reason.START_BEYOND_END,
+            f"start {start:g} s is after the end of the source's media data{where}; the "
+            "video is shorter than that or the file is truncated: pick an earlier start",
+        )
+    end = min(cfg.end, data_end)
+    truncated = data_end < cfg.end - _EPS
+    packets = seg.video
+    frames = packets.frames_in(start - _EPS, cfg.end - _EPS) if packets else None
+    if fmt != "mp3" and not frames:
+        if seg.video_end is not None and seg.video_end <= start + _EPS:
+            raise WorkerError(
+                Reason.START_BEYOND_END,
+                f"the video track ends at {seg.video_end:.3f} s, before the clip's start "
+                f"({start:g} s); only audio is left there: pick an earlier start or use mp3",
+            )
+        raise WorkerError(
+            Reason.UNSUPPORTED_SOURCE, f"the source has no video frames between {start:g} s and "
+            f"{cfg.end:g} s; use mp3 for the audio"
+        )  # fmt: skip
+    keyframe = None
+    lead_in_frames = 0
+    if packets and packets.times:
+        keyframe = max((k for k in packets.keyframes if k <= start + _EPS),
+                       default=packets.times[0])  # fmt: skip
+        lead_in_frames = packets.frames_in(keyframe - _EPS, start - _EPS)
+    audio = bool(seg.info.audio_codec and seg.audio_end and seg.audio_end > start + 0.03)
+    return Window(start, end, truncated, frames, keyframe, lead_in_frames, audio)
+
+
+def expectation(cfg: Config, info: probe.StreamInfo, win: Window, how: str) -> verify.Expect:
+    """What a correct clip made by `how` looks like."""
+    fmt = cfg.output_format
+    duration = win.end - win.start
+    if fmt == "mp3":
+        return verify.Expect(fmt, duration, None, audio=True)
+    if fmt == "gif":
+        fps = min(GIF_MAX_FPS, round(info.frame_rate or GIF_MAX_FPS))
+        return verify.Expect(fmt, duration, 1 / fps)
+    frame = 1 / (info.frame_rate or 25.0)
+    if how != "copy":
+        return verify.Expect(fmt, duration, frame, win.frames, win.audio)
+    tail = verify.COPY_TAIL_FRAMES
+    if fmt == "webm" and win.keyframe is not None:
+        # WebM cannot hide the lead-in from the keyframe before start (documented).
+        return verify.Expect(fmt, duration, frame, win.frames, win.audio,
+                             max(0.0, win.start - win.keyframe), win.lead_in_frames,
+                             tail)  # fmt: skip
+    return verify.Expect(fmt, duration, frame, win.frames, win.audio, tail_frames=tail)
+
+
+def _paths(cfg: Config, info: probe.StreamInfo) -> list[str]:
+    if cfg.mode == "fast" and can_copy(cfg, info):
+        return ["copy", "reencode"]
+    smart_ok = (
+        cfg.mode == "accurate"
+        and cfg.output_format == "mp4"
+        and info.video_codec == "h264"
+        and info.pix_fmt == "yuv420p"
+        and not _scale_height(cfg, info)
+    )
+    return ["smart", "reencode"] if smart_ok else ["reencode"]
+
+
+def cut(cfg: Config, seg: probe.Segment, segment: str, work_dir: str) -> CutResult:
+    """Make the clip file from the downloaded segment and check it; the first path whose
+    clip passes the output check wins."""
+    info = seg.info
     fmt = cfg.output_format
     if fmt == "mp3" and not info.audio_codec:
         raise WorkerError(Reason.UNSUPPORTED_SOURCE, "the source has no audio track for mp3")
@@ -226,31 +337,38 @@ def cut(cfg: Config, info: probe.StreamInfo, segment: str, work_dir: str) -> Cut
             Reason.UNSUPPORTED_SOURCE,
             f"the source has no video track for {fmt}; use output format mp3",
         )
+    win = window(cfg, seg)
     out = os.path.join(work_dir, f"clip.{fmt}")
-    if cfg.mode == "fast" and can_copy(cfg, info):
-        stream_copy(cfg, segment, out)
-        return CutResult(out, "copy", None)
-    packets = probe.video_packets(segment, cfg.process_timeout) if info.video_codec else None
-    expected = packets.frames_in(cfg.start - _EPS, cfg.end - _EPS) if packets else None
-    smart_ok = (
-        cfg.mode == "accurate"
-        and fmt == "mp4"
-        and info.video_codec == "h264"
-        and info.pix_fmt == "yuv420p"
-        and packets is not None
-        and not _scale_height(cfg, info)
-    )
-    if smart_ok and packets is not None:
+    paths = _paths(cfg, info)
+    problem = ""
+    for how in paths:
         try:
-            if smart_cut(cfg, info, packets, segment, out):
-                made = probe.streams(out, cfg.process_timeout, count_frames=True)
-                got = made.frames
-                if got == expected:
-                    return CutResult(out, "smart", got, made)
-                log.warning("smart cut gave %s frames, expected %s; re-encoding", got, expected)
+            if how == "copy":
+                stream_copy(cfg, segment, out)
+            elif how == "smart":
+                if seg.video is None or not smart_cut(cfg, info, seg.video, segment, out):
+                    continue  # no whole GOP inside the clip: nothing to copy
+            else:
+                reencode(cfg, info, segment, out, win.frames if fmt != "gif" else None)
+            if os.path.getsize(out) > cfg.max_output_bytes:
+                raise WorkerError(
+                    Reason.OUTPUT_TOO_LARGE,
+                    f"the clip is larger than the limit of {cfg.max_output_bytes} bytes "
+                    "(CLIP_MAX_OUTPUT_BYTES); use a shorter clip, a lower maxHeight or mp4",
+                )
+            made = verify.check(out, expectation(cfg, info, win, how), cfg.process_timeout)
+            if how == "smart" and made.video_frames != win.frames:
+                raise verify.CheckFailed(f"it has {made.video_frames} frames, not {win.frames}")
+            return CutResult(out, how, made, win.truncated)
         except WorkerError as exc:
-            if exc.reason is Reason.TIMEOUT:
+            final = (Reason.TIMEOUT, Reason.TERMINATED, Reason.OUTPUT_TOO_LARGE)
+            if exc.reason in final or how == paths[-1]:
                 raise
-            log.warning("smart cut failed (%s); re-encoding", exc.message)
-    reencode(cfg, info, segment, out)
-    return CutResult(out, "reencode", expected)
+            problem = exc.message
+        except verify.CheckFailed as exc:
+            problem = f"the {how} clip failed its output check: {exc.message}"
+            if how == paths[-1]:
+                reason = Reason.UNSUPPORTED_SOURCE if exc.undecodable else Reason.INTERNAL_ERROR
+                raise WorkerError(reason, f"{problem}; nothing was uploaded") from None
+        log.warning("%s; trying the next path", problem)
+    raise WorkerError(Reason.INTERNAL_ERROR, f"no path made the clip ({problem})")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 
 from clip_worker.config import Config
 from clip_worker.netguard import Refused
@@ -19,8 +20,9 @@ from clip_worker.proxy import EgressProxy
 from clip_worker.resolve import Source, header_args
 from clip_worker.result import Reason, WorkerError
 
-# Read a hair past `end` so the audio packet covering `end` is complete.
-FETCH_MARGIN_SECONDS = 0.05
+# Read a hair past `end` so the audio packet covering `end` is complete, also when a
+# negative start time (AAC priming) moves the segment a few tens of ms (Fetched.shift).
+FETCH_MARGIN_SECONDS = 0.1
 # Egress: FFmpeg must allow `tcp` (http runs on it), so a URL FFmpeg finds inside remote
 # data could reach any host directly. Remote files are read only by demuxers that never
 # open another URL (not hls, dash, concat, sdp...); HLS playlists are vetted and pinned
@@ -42,6 +44,7 @@ PROBE_BYTES = 32 * 1024
 PROBE_BYTES_HLS = 256 * 1024
 PROBE_US = 500_000
 _DURATION = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
+_START = re.compile(r"Duration: .*?, start: (-?\d+(?:\.\d+)?)")
 
 
 def fetch_args(
@@ -85,6 +88,9 @@ def fetch_args(
         return [*args, "-movflags", "+faststart", "-f", "mp4", out_path]
     args += ["-t", f"{cfg.duration + FETCH_MARGIN_SECONDS:.6f}"]
     args += ["-fs", str(cfg.max_scratch_bytes)]  # a hostile bitrate cannot fill scratch
+    # The source's timestamps exactly: by default the muxer shifts every stream when one
+    # starts below zero (AAC priming at -21 ms), and the cut would pick the wrong frames.
+    args += ["-avoid_negative_ts", "disabled"]
     args += ["-output_ts_offset", f"{cfg.start:.6f}", "-f", "matroska", out_path]
     return args
 
@@ -112,7 +118,7 @@ def classify_failure(done: Completed, proxy: EgressProxy) -> WorkerError:
     if code in ("401", "403", "451"):
         return WorkerError(Reason.SOURCE_FORBIDDEN, f"the source returned HTTP {code}: {tail}")
     if proxy.log.upstream_errors:
-        return WorkerError(Reason.NETWORK_ERROR, proxy.log.upstream_errors[-1])
+        return upstream_failure(proxy.log.upstream_errors[-1])
     lowered = text.lower()
     if "certificate" in lowered:
         return WorkerError(
@@ -127,6 +133,13 @@ def classify_failure(done: Completed, proxy: EgressProxy) -> WorkerError:
             Reason.UNSUPPORTED_SOURCE, f"the source is not a video FFmpeg can read: {tail}"
         )
     return WorkerError(Reason.UNSUPPORTED_SOURCE, f"downloading the segment failed: {tail}")
+
+
+def upstream_failure(message: str) -> WorkerError:
+    """A stall or a broken connection the egress proxy saw: transient either way."""
+    if "timed out" in message:
+        return WorkerError(Reason.TIMEOUT, f"the source stopped sending: {message}")
+    return WorkerError(Reason.NETWORK_ERROR, message)
 
 
 def check_scratch(cfg: Config, path: str) -> None:
@@ -154,21 +167,76 @@ class ContainerMismatch(Exception):
 
 
 _MISMATCH = ("not currently supported in container", "could not write header")
+# Matroska/WebM read with -nofind_stream_info lacks the codec parameters MP4 boxes need
+# (VP9 gets an empty vpcC and FFmpeg still exits 0): such sources take the segment path.
+_NOT_MP4_INPUT = re.compile(r"^Input #0, (matroska|webm)")
+
+
+class _Watch:
+    """Reads FFmpeg's stderr as it comes: stops the download as soon as the index shows
+    that `start` is past the end (before any media data is fetched), or that a fast MP4
+    cannot be written from this container."""
+
+    def __init__(self, start: float, final_mp4: bool) -> None:
+        self.start = start
+        self.final_mp4 = final_mp4
+        self.duration: float | None = None
+        self.start_time: float | None = None
+
+    def __call__(self, line: str) -> object:
+        if self.final_mp4 and _NOT_MP4_INPUT.match(line):
+            return "container"
+        if self.duration is None:
+            match = _START.search(line)
+            if match:
+                self.start_time = float(match.group(1))
+            self.duration = input_duration(line)
+            if self.duration is not None and self.start >= self.duration:
+                return "beyond"
+        return None
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """What the download learnt about the source."""
+
+    duration: float | None  # from the index (None when unknown)
+    start_time: float | None  # FFmpeg's start time of the input (its earliest timestamp)
+
+    @property
+    def shift(self) -> float:
+        """How far the segment's timestamps lie after the source's presentation times.
+
+        FFmpeg's `-ss` counts from the input's start time. An MP4 whose AAC priming starts
+        at -21 ms (or any negative start) still shows its first frame at 0, so the segment
+        is that much later than the source: the cut step adds this to `start` and `end`.
+        MPEG-TS/HLS start times are positive and are where the timeline starts: no shift.
+        """
+        return -self.start_time if self.start_time and self.start_time < 0 else 0.0
 
 
 def download(
     cfg: Config, source: Source, proxy: EgressProxy, out_path: str, final_mp4: bool = False
-) -> float | None:
+) -> Fetched:
     """Copy the clip's packets (from the keyframe before start) to `out_path`.
 
-    Returns the source duration FFmpeg read from the index (None when unknown).
+    Returns the source duration FFmpeg read from the index (None when unknown). When that
+    duration shows `start` is past the end, FFmpeg is stopped at once and the caller
+    reports StartBeyondEnd from the duration.
     """
+    watch = _Watch(cfg.start, final_mp4)
+    errors_before = len(proxy.log.upstream_errors)
     done = run(
         fetch_args(cfg, source, proxy.url, out_path, final_mp4),
         cfg.process_timeout,
         "downloading the segment",
         proxy.url,
+        watch=watch,
     )
+    if done.stopped == "beyond" and not proxy.log.refusals:
+        return Fetched(watch.duration, watch.start_time)
+    if done.stopped == "container":
+        raise ContainerMismatch("the source is Matroska/WebM")
     mismatch = any(text in done.stderr.lower() for text in _MISMATCH)
     if final_mp4 and done.returncode != 0 and not proxy.log.refusals and mismatch:
         raise ContainerMismatch(done.tail())
@@ -176,4 +244,7 @@ def download(
         raise classify_failure(done, proxy)
     if not final_mp4:
         check_scratch(cfg, out_path)
-    return input_duration(done.stderr)
+    # FFmpeg exits 0 when a stalled or reset source looks like the end of the file.
+    if len(proxy.log.upstream_errors) > errors_before:
+        raise upstream_failure(proxy.log.upstream_errors[-1])
+    return Fetched(watch.duration or input_duration(done.stderr), watch.start_time)

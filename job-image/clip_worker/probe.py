@@ -1,4 +1,5 @@
-"""ffprobe of local files: streams, video packet times and keyframes."""
+"""ffprobe of local files: the downloaded segment (streams, packet times, keyframes, where
+its data ends) and the made clip (decoded frame counts, decoder errors)."""
 
 from __future__ import annotations
 
@@ -46,21 +47,13 @@ def _json(args: list[str], timeout: float, what: str) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def streams(path: str, timeout: float, count_frames: bool = False) -> StreamInfo:
-    """Codecs, size and duration of a local file (`count_frames`: also decode the video and
-    count its frames; a join that does not decode yields fewer)."""
-    count = ["-count_frames"] if count_frames else []
-    data = _json(
-        [
-            "ffprobe", "-v", "error", "-of", "json", *count,
-            "-show_entries",
-            "stream=codec_type,codec_name,width,height,pix_fmt,profile,avg_frame_rate,"
-            "r_frame_rate,nb_read_frames,disposition:format=duration",
-            path,
-        ],
-        timeout,
-        "ffprobe of the clip",
-    )  # fmt: skip
+_STREAM_FIELDS = (
+    "stream=index,codec_type,codec_name,width,height,pix_fmt,profile,avg_frame_rate,"
+    "r_frame_rate,nb_read_frames,extradata_size,disposition"
+)
+
+
+def _first_streams(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     video: dict[str, Any] = {}
     audio: dict[str, Any] = {}
     for stream in data.get("streams", []):
@@ -69,6 +62,11 @@ def streams(path: str, timeout: float, count_frames: bool = False) -> StreamInfo
             video = stream
         elif stream.get("codec_type") == "audio" and not audio:
             audio = stream
+    return video, audio
+
+
+def _info(data: dict[str, Any]) -> StreamInfo:
+    video, audio = _first_streams(data)
     duration = (data.get("format") or {}).get("duration")
     return StreamInfo(
         video_codec=video.get("codec_name"),
@@ -99,19 +97,12 @@ class VideoPackets:
         return next((k for k in self.keyframes if start <= k < end), None)
 
 
-def video_packets(path: str, timeout: float) -> VideoPackets:
-    """Packet pts of the first video stream (reads the local file's packet headers only)."""
-    data = _json(
-        [
-            "ffprobe", "-v", "error", "-of", "json", "-select_streams", "v:0",
-            "-show_entries", "packet=pts_time,flags", path,
-        ],
-        timeout,
-        "ffprobe of the downloaded segment",
-    )  # fmt: skip
+def _times(packets: list[dict[str, Any]]) -> tuple[list[float], list[float], float | None]:
+    """(sorted pts, sorted keyframe pts, end of the last packet) of one stream's packets."""
     times: list[float] = []
     keys: list[float] = []
-    for packet in data.get("packets", []):
+    end: float | None = None
+    for packet in packets:
         pts = packet.get("pts_time")
         if pts in (None, "N/A"):
             continue
@@ -119,4 +110,82 @@ def video_packets(path: str, timeout: float) -> VideoPackets:
         times.append(value)
         if "K" in str(packet.get("flags", "")):
             keys.append(value)
-    return VideoPackets(tuple(sorted(times)), tuple(sorted(keys)))
+        length = packet.get("duration_time")
+        stop = value + (float(length) if length not in (None, "N/A") else 0.0)
+        end = stop if end is None else max(end, stop)
+    return sorted(times), sorted(keys), end
+
+
+@dataclass(frozen=True)
+class Segment:
+    """The downloaded segment: its streams, video packet times and where its data ends."""
+
+    info: StreamInfo
+    video: VideoPackets | None
+    video_end: float | None  # end of the last video frame (None: no video packets)
+    audio_end: float | None  # end of the last audio packet (None: no audio packets)
+
+    @property
+    def data_end(self) -> float | None:
+        ends = [t for t in (self.video_end, self.audio_end) if t is not None]
+        return max(ends) if ends else None
+
+
+def segment(path: str, timeout: float) -> Segment:
+    """Streams and packet times of the downloaded segment, in one ffprobe (headers only)."""
+    data = _json(
+        ["ffprobe", "-v", "error", "-of", "json", "-show_entries",
+         f"{_STREAM_FIELDS}:packet=stream_index,pts_time,duration_time,flags:format=duration",
+         path],
+        timeout,
+        "ffprobe of the downloaded segment",
+    )  # fmt: skip
+    info = _info(data)
+    video, audio = _first_streams(data)
+    by_stream: dict[int, list[dict[str, Any]]] = {}
+    for packet in data.get("packets", []):
+        by_stream.setdefault(int(packet.get("stream_index", -1)), []).append(packet)
+    packets = None
+    video_end = audio_end = None
+    if video:
+        times, keys, video_end = _times(by_stream.get(int(video["index"]), []))
+        packets = VideoPackets(tuple(times), tuple(keys))
+        if times and info.frame_rate and (video_end is None or video_end <= times[-1]):
+            video_end = times[-1] + 1 / info.frame_rate
+    if audio:
+        audio_end = _times(by_stream.get(int(audio["index"]), []))[2]
+    return Segment(info, packets, video_end, audio_end)
+
+
+@dataclass(frozen=True)
+class Made:
+    """What the output check learns about a made clip: one decode of every stream."""
+
+    info: StreamInfo
+    video_frames: int
+    audio_frames: int
+    errors: str  # decoder complaints; empty when the file decodes cleanly
+
+
+def made(path: str, timeout: float) -> Made:
+    """Decode the clip (all streams) and count its frames; never raises for bad files."""
+    done = run(
+        ["ffprobe", "-v", "error", "-of", "json", "-count_frames",
+         "-show_entries", f"{_STREAM_FIELDS}:format=duration", path],
+        timeout,
+        "checking the clip",
+    )  # fmt: skip
+    try:
+        data = json.loads(done.stdout or "{}")
+    except ValueError:
+        data = {}
+    errors = done.tail() if (done.returncode != 0 or done.stderr.strip()) else ""
+    if not isinstance(data, dict):
+        data = {}
+    video, audio = _first_streams(data)
+    return Made(
+        info=_info(data),
+        video_frames=int(video.get("nb_read_frames") or 0),
+        audio_frames=int(audio.get("nb_read_frames") or 0),
+        errors=errors,
+    )

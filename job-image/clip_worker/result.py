@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ class Reason(StrEnum):
     STORAGE_UNAVAILABLE = "StorageUnavailable"
     TIMEOUT = "Timeout"
     INTERNAL_ERROR = "InternalError"
+    TERMINATED = "Terminated"
 
 
 EXIT_OK = 0
@@ -51,6 +53,8 @@ _EXIT_CODES: dict[Reason, int] = {
     Reason.STORAGE_UNAVAILABLE: EXIT_TRANSIENT,
     Reason.TIMEOUT: EXIT_TRANSIENT,
     Reason.INTERNAL_ERROR: EXIT_TRANSIENT,
+    # SIGTERM (eviction, node drain, Job deletion): another Pod may finish the clip.
+    Reason.TERMINATED: EXIT_TRANSIENT,
 }
 
 
@@ -70,6 +74,26 @@ class WorkerError(Exception):
     @property
     def exit_code(self) -> int:
         return exit_code_for(self.reason)
+
+
+# The worker's own scratch files, as FFmpeg names them in its errors: a user cannot act on
+# them, so messages say what they are instead.
+_SCRATCH_FILES = (
+    (re.compile(r"segment\.mkv"), "the downloaded part of the source"),
+    (re.compile(r"clip\.(mp4|webm|gif|mp3)"), "the clip"),
+    (re.compile(r"(part\d\.ts|audio\.m4a|parts\.ffconcat)"), "a part of the clip"),
+)
+
+
+def scrub(message: str, work_dir: str | None) -> str:
+    """The message without scratch paths or the worker's intermediate file names."""
+    if work_dir:
+        message = message.replace(work_dir.rstrip("/") + "/", "")
+        message = message.replace(work_dir.rstrip("/"), "the scratch directory")
+    message = re.sub(r"\S*/clip-[A-Za-z0-9_]+/", "", message)
+    for pattern, words in _SCRATCH_FILES:
+        message = pattern.sub(words, message)
+    return message
 
 
 def _compact(obj: dict[str, Any]) -> str:

@@ -229,3 +229,124 @@ def media_server(media: MediaSet) -> Iterator[MediaHTTPServer]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+# ---- small sources of the shapes the worker met in the field (issue 13) ------------------
+
+
+@dataclass(frozen=True)
+class ShapeSpec:
+    """Recipe of the small shape sources (320x180, short): the frame-accuracy matrix and the
+    worker's correctness tests run many clips, so every source decodes in a blink."""
+
+    seconds: int = 30
+    width: int = 320
+    height: int = 180
+    crf: int = 20
+    truncate_fraction: float = 0.45
+    recipe: int = 2
+
+    def digest(self) -> str:
+        text = json.dumps(asdict(self), sort_keys=True)
+        return "shapes-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ShapeSet:
+    """Generated shape sources under `root`; `fps` gives each video file's exact frame rate."""
+
+    root: Path
+    spec: ShapeSpec
+    pal: str = "pal_2s_gop.mp4"  # 25 fps, keyframe every 2 s, index first
+    ntsc: str = "ntsc_10s_gop.mp4"  # 30000/1001 fps, keyframe every 10 s, B-frames, index last
+    vp9: str = "vp9_opus.webm"  # VP9 + Opus, 25 fps, keyframe every 2 s
+    truncated: str = "truncated.mp4"  # `pal` with its last bytes cut off (index says 30 s)
+    audio_longer: str = "audio_longer.mp4"  # video ends at 8 s, audio at 8.5 s
+    fps: dict[str, float] = field(
+        default_factory=lambda: {
+            "pal_2s_gop.mp4": 25.0,
+            "ntsc_10s_gop.mp4": 30000 / 1001,
+            "vp9_opus.webm": 25.0,
+            "truncated.mp4": 25.0,
+            "audio_longer.mp4": 25.0,
+        }
+    )
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+
+def generate_shapes(spec: ShapeSpec, root: Path) -> None:
+    """Write every file of a ShapeSet into `root`."""
+    s = spec
+    size = f"{s.width}x{s.height}"
+
+    def h264(rate: str, gop: int, seconds: float, out: Path, *extra: str,
+             audio_seconds: float | None = None) -> None:  # fmt: skip
+        _ffmpeg(
+            "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}:duration={seconds}",
+            "-f", "lavfi", "-i", "sine=frequency=440:beep_factor=4:sample_rate=48000:"
+            f"duration={audio_seconds or seconds}",
+            "-map", "0:v", "-map", "1:a",
+            "-c:v", "libx264", "-preset", "veryfast", "-crf", str(s.crf), "-pix_fmt", "yuv420p",
+            "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0", *extra,
+            "-c:a", "aac", "-b:a", "64k", str(out),
+        )  # fmt: skip
+
+    h264("25", 50, s.seconds, root / "pal_2s_gop.mp4", "-bf", "0", "-movflags", "+faststart")
+    h264("30000/1001", 300, s.seconds, root / "ntsc_10s_gop.mp4", "-bf", "3")
+    h264("25", 50, 8, root / "audio_longer.mp4", "-bf", "0", "-movflags", "+faststart",
+         audio_seconds=8.5)  # fmt: skip
+    _ffmpeg(
+        "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=25",
+        "-f", "lavfi", "-i", "sine=frequency=440:beep_factor=4:sample_rate=48000",
+        "-t", "20", "-map", "0:v", "-map", "1:a",
+        "-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-b:v", "0",
+        "-crf", "30", "-g", "50", "-keyint_min", "50", "-pix_fmt", "yuv420p",
+        "-c:a", "libopus", "-b:a", "64k", str(root / "vp9_opus.webm"),
+    )  # fmt: skip
+    whole = (root / "pal_2s_gop.mp4").read_bytes()
+    (root / "truncated.mp4").write_bytes(whole[: int(len(whole) * s.truncate_fraction)])
+
+
+def _cached(digest: str, write: Any) -> Path:
+    final = cache_root() / digest
+    if not (final / ".complete").exists():
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".gen-", dir=final.parent))
+        tmp.chmod(0o755)
+        try:
+            write(tmp)
+            (tmp / ".complete").write_text("ok\n")
+            if final.exists():
+                shutil.rmtree(final)
+            tmp.rename(final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def ensure_shapes(spec: ShapeSpec | None = None) -> ShapeSet:
+    """Generate (once, a few seconds) and return the cached shape sources."""
+    spec = spec or ShapeSpec()
+    return ShapeSet(root=_cached(spec.digest(), lambda tmp: generate_shapes(spec, tmp)), spec=spec)
+
+
+@pytest.fixture(scope="session")
+def shapes() -> ShapeSet:
+    """The small shape sources (cached across runs)."""
+    if not shutil.which("ffmpeg") or not shutil.which("ffprobe"):
+        pytest.skip("ffmpeg/ffprobe not installed (apt-get install ffmpeg)")
+    return ensure_shapes()
+
+
+@pytest.fixture(scope="session")
+def shapes_server(shapes: ShapeSet) -> Iterator[MediaHTTPServer]:
+    """The shape sources over HTTP on 127.0.0.1 and a free port."""
+    server = MediaHTTPServer(shapes.root, "127.0.0.1", 0)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
