@@ -129,6 +129,40 @@ def fault_operator(
     return start
 
 
+@pytest.fixture(scope="session")
+def source_server(media: Any) -> Iterator[Any]:
+    """The test media on port 80 of a loopback address of its own (127.0.0.N).
+
+    Workers reach sources on ports 80 and 443 only (more only with CLIP_ALLOW_PORTS,
+    which the operator does not set), so the real worker here fetches from port 80 like
+    from any web site; a random 127.0.0.N avoids another test's server on 127.0.0.1:80.
+    """
+    import errno
+    import random
+
+    from tests.mediaserver import MediaHTTPServer
+
+    rng = random.Random()
+    for _ in range(20):
+        host = f"127.0.{rng.randint(0, 255)}.{rng.randint(2, 254)}"
+        try:
+            server = MediaHTTPServer(media.root, host, 80, send_buffer=None)
+        except PermissionError:
+            pytest.skip("serving test media on port 80 needs root or CAP_NET_BIND_SERVICE")
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                continue
+            raise
+        server.start()
+        try:
+            yield server
+        finally:
+            server.shutdown()
+            server.server_close()
+        return
+    pytest.fail("no free 127.x.y.z:80 for the media server after 20 tries")
+
+
 @pytest.fixture
 def stoppable_s3(tmp_path: Path) -> Iterator[StoppableS3]:
     """A versitygw of the test's own (bucket `clips`), to stop and start at will."""

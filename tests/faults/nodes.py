@@ -61,7 +61,13 @@ class SimNode(threading.Thread):
         now = time.monotonic()
         for pod in self.kube.core.list_namespaced_pod(namespace, _request_timeout=5).items:
             key = f"{namespace}/{pod.metadata.name}"
-            if key in self.finished or pod.metadata.deletion_timestamp:
+            if key in self.finished:
+                continue
+            if pod.metadata.deletion_timestamp:
+                if key in self.running:  # a kubelet kills the container and says so
+                    finish_pod(self.kube, pod, 137, {"reason": "Killed", "message": "deleted"})
+                    self.finished.add(key)
+                    del self.running[key]
                 continue
             clip = (pod.metadata.labels or {}).get("mememaker.io/clipjob", "")
             if pod.status.phase == "Pending" and key not in self.running:
