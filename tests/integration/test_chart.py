@@ -12,6 +12,7 @@ process with the chart's environment and identity, and tests/kubelet_sim.py play
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -564,6 +565,63 @@ def test_namespaced_install_runs_the_operator_under_its_service_account(
         ("create", "events.events.k8s.io"),
     ]:
         assert can_i(kube, cfg, verb, *resource.split(), "-n", namespace), (verb, resource)
+
+
+def test_tenant_secret_outside_the_listed_namespaces_fails_saying_what_to_set(
+    kube: Any,
+    namespace: str,
+    extra_namespace: str,
+    helm_cli: Helm,
+    release: str,
+    operator_factory: Any,
+    s3_server: Any,
+    s3_bucket: str,
+    tmp_path: Path,
+) -> None:
+    """The operator serves two namespaces; rbac.tenantSecretNamespaces lists one. A ClipJob
+    naming its own Secret there gets its Job; in the other it fails SecretForbidden, and the
+    message names the value to set."""
+    from kubernetes import client
+
+    served = [namespace, extra_namespace]
+    install(
+        helm_cli,
+        release,
+        namespace,
+        {
+            "crds.enabled": "false",
+            "watchNamespaces": json.dumps(served),
+            "rbac.tenantSecretNamespaces": json.dumps([namespace]),
+            "storage.bucket": s3_bucket,
+            "storage.endpoint": s3_server.endpoint,
+        },
+    )
+    docs = helm_cli.manifest(release, namespace)
+    sa = next(d for d in docs if d["kind"] == "ServiceAccount")["metadata"]["name"]
+    cfg = token_kubeconfig(kube, namespace, sa, tmp_path / "sa.kubeconfig")
+    operator_factory(env={**chart_env(docs), "KUBECONFIG": str(cfg)}, namespaces=served)
+    storage = {"bucket": s3_bucket, "secretRef": {"name": "tenant-s3"}}
+    for ns in served:
+        kube.core.create_namespaced_secret(
+            ns,
+            client.V1Secret(
+                metadata=client.V1ObjectMeta(name="tenant-s3"),
+                string_data={
+                    "AWS_ACCESS_KEY_ID": s3_server.access_key,
+                    "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
+                },
+            ),
+        )
+        create(kube, ns, manifest("tenant", storage=storage))
+    status = wait_phase(kube, extra_namespace, "tenant", "Failed")["status"]
+    assert status["reason"] == "SecretForbidden", status
+    assert "rbac.tenantSecretNamespaces" in status["message"], status
+    selector = "mememaker.io/clipjob=tenant"
+    wait_for(
+        "Job of tenant in the listed namespace",
+        lambda: kube.batch.list_namespaced_job(namespace, label_selector=selector).items,
+    )
+    assert not kube.batch.list_namespaced_job(extra_namespace, label_selector=selector).items
 
 
 def test_cluster_wide_identity_makes_the_operators_calls_in_any_namespace_and_no_more(
