@@ -81,6 +81,13 @@ def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
     return None
 
 
+def _http_location(location: str) -> bool:
+    """A redirect target that stays http(s): relative, or with an http(s) scheme."""
+    scheme, colon, _ = location.partition(":")
+    relative = not colon or any(c in scheme for c in "/?#")
+    return relative or scheme.lower() in ("http", "https")
+
+
 class EgressProxy:
     """Threaded HTTP/CONNECT proxy bound to 127.0.0.1 on a free port."""
 
@@ -301,6 +308,13 @@ class EgressProxy:
             if len(self.log.statuses) < 500:
                 self.log.statuses.append((target[:300], status))
         resp_headers = [(k, v) for k, v in _headers(resp_head) if k.lower() not in _HOP_HEADERS]
+        location = (_header(resp_headers, b"location") or b"").decode("latin-1")
+        if 300 <= status < 400 and location and not _http_location(location):
+            # FFmpeg would fail on it, but say so as the refusal it is.
+            self._note(self.log.refusals, REFUSED)
+            self._note(self.log.refusal_details, "a redirect to a non-http(s) URL")
+            self._reply(client, 403, "refused by clip-worker egress policy", refused=True)
+            return
         out = [status_line.encode()] + [k + b": " + v for k, v in resp_headers]
         client.sendall(b"\r\n".join([*out, b"Connection: close", b"", b""]))
         if method.upper() == "HEAD" or status in (204, 304) or 100 <= status < 200:

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from clip_worker.config import Config
 from clip_worker.netguard import Refused
 from clip_worker.result import Reason, WorkerError
-from clip_worker.vetting import Pin, guarded_opener, pin_playlists
+from clip_worker.vetting import Pin, check_playlist, guarded_opener, pin_playlists
 
 log = logging.getLogger("clip_worker")
 
@@ -48,6 +48,7 @@ class Source:
     duration: float | None
     title: str | None
     extractor: str
+    live: bool = False
 
 
 def _status_error(status: int, url: str) -> WorkerError | None:
@@ -73,8 +74,10 @@ def head_probe(url: str, proxy_url: str, timeout: float) -> tuple[str, str]:
     except Refused:
         raise
     except urllib.error.HTTPError as exc:
+        if exc.headers.get("X-Clip-Refused"):
+            raise Refused(f"the egress proxy refused {url}") from None
         error = _status_error(exc.code, url)
-        if error is not None and not exc.headers.get("X-Clip-Refused"):
+        if error is not None:
             raise error from None
         return url, ""
     except (urllib.error.URLError, OSError, ValueError) as exc:
@@ -146,6 +149,9 @@ class _QuietLogger:
         log.debug("yt-dlp error: %s", msg)
 
 
+_OTHER_SCHEME = re.compile(r"Unsupported url scheme|No connection adapters were found", re.I)
+
+
 def _ydl_error(exc: Exception, url: str) -> WorkerError:
     """Map a yt-dlp failure to a contract reason."""
     cause: BaseException | None = exc
@@ -169,6 +175,9 @@ def _ydl_error(exc: Exception, url: str) -> WorkerError:
             return WorkerError(Reason.NETWORK_ERROR, f"network error resolving {url}: {exc}")
         cause = cause.__cause__ or cause.__context__
     text = str(exc)
+    if _OTHER_SCHEME.search(text):
+        # yt-dlp met a non-http(s) URL (a variant, a redirect) and did not open it.
+        return Refused(f"yt-dlp: {text[-300:]}")
     if "Unsupported URL" in text or "No video formats" in text or "Requested format" in text:
         return WorkerError(
             Reason.UNSUPPORTED_SOURCE, f"no video found at {url}: {text[-300:]}".strip()
@@ -225,10 +234,9 @@ def extract(
         if not entries:
             raise WorkerError(Reason.UNSUPPORTED_SOURCE, f"no video in the playlist at {url}")
         info = entries[0]
-    if info.get("is_live"):
-        raise WorkerError(Reason.UNSUPPORTED_SOURCE, f"{url} is a live stream; clip a VOD")
     duration = info.get("duration")
     return Source(
+        live=bool(info.get("is_live")),
         inputs=_media_inputs(info),
         duration=float(duration) if isinstance(duration, int | float) and duration > 0 else None,
         title=info.get("title"),
@@ -257,13 +265,16 @@ def resolve(cfg: Config, proxy_url: str, pin: Pin) -> Source:
     final_url, content_type = head_probe(cfg.source_url, proxy_url, cfg.network_timeout)
     media = bool(_MEDIA_TYPE.match(content_type))
     hls = bool(_HLS_TYPE.search(content_type))
+    if hls:
+        check_playlist(final_url, {}, proxy_url, cfg.network_timeout)
     source = extract(cfg, final_url, proxy_url, media and not hls, media and hls)
-    if not any(m.protocol.startswith("m3u8") for m in source.inputs):
-        return source
+    # Vetting first: a refused URL is reported as such whatever else is wrong.
     inputs = tuple(
         replace(m, url=pin_playlists(m.url, m.headers, proxy_url, pin, cfg.network_timeout))
         if m.protocol.startswith("m3u8")
         else m
         for m in source.inputs
     )
+    if source.live:
+        raise WorkerError(Reason.UNSUPPORTED_SOURCE, f"{final_url} is a live stream; clip a VOD")
     return replace(source, inputs=inputs)

@@ -33,12 +33,26 @@ _URI_ATTR = re.compile(r'URI="([^"]*)"')
 # Tags whose URI names another playlist (pinned too), not a segment, key or init section.
 _PLAYLIST_TAGS = ("#EXT-X-MEDIA:", "#EXT-X-I-FRAME-STREAM-INF:", "#EXT-X-RENDITION-REPORT:")
 _NESTED_EXT = (".m3u8", ".m3u")
+# A colon before any / ? #: FFmpeg reads what precedes it as a protocol (RFC 3986 would
+# write a relative path with a colon in its first segment as "./a:b").
+_SCHEMEISH = re.compile(r"^[^/?#]*:")
 
 Pin = Callable[[bytes, str, str], str]
 
 
 class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
-    """Follow redirects to http(s) only (urllib would follow ftp:, bypassing the proxy)."""
+    """Follow redirects to http(s) only (urllib would follow ftp:, bypassing the proxy),
+    and refuse the others as egress refusals (urllib would raise a plain HTTP 302)."""
+
+    def http_error_302(
+        self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str, headers: Any
+    ) -> Any:
+        location = headers.get("location") or headers.get("uri") or ""
+        if location:
+            check_http(urljoin(req.full_url, location), "a redirect target")
+        return super().http_error_302(req, fp, code, msg, headers)
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
 
     def redirect_request(
         self,
@@ -71,6 +85,9 @@ def guarded_opener(proxy_url: str) -> urllib.request.OpenerDirector:
 
 def check_http(url: str, what: str) -> None:
     """Refuse anything but an absolute http(s) URL with a host."""
+    if _SCHEMEISH.match(url) and not url.lower().startswith(("http://", "https://")):
+        # e.g. "subfile,,start,0,end,9,,:tcp://...": no URL scheme to Python, FFmpeg's protocol.
+        raise Refused(f"{what} names a protocol")
     parts = urlsplit(url)
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         raise Refused(f"{what} is not an http(s) URL")
@@ -127,11 +144,11 @@ class _Pinner:
     """Vets and pins one source's playlists (depth and count bounded)."""
 
     def __init__(
-        self, headers: Mapping[str, str], proxy_url: str, pin: Pin, timeout: float
+        self, headers: Mapping[str, str], proxy_url: str, pin: Pin | None, timeout: float
     ) -> None:
         self.headers = headers
         self.proxy_url = proxy_url
-        self.pin = pin
+        self.pin = pin  # None: check this playlist's URLs only, fetch nothing it names
         self.timeout = timeout
         self.count = 0
 
@@ -157,27 +174,35 @@ class _Pinner:
                 if line.startswith("#EXT-X-STREAM-INF:"):
                     variant_next = True
                 continue
+            check_http(urljoin(base, line) if not _SCHEMEISH.match(line) else line,
+                       "a URL in an HLS playlist")  # fmt: skip
             absolute = urljoin(base, line)
-            check_http(absolute, "a URL in an HLS playlist")
             if variant_next:
-                out.append(self.playlist(absolute, depth + 1))
+                out.append(self._nested(absolute, depth))
                 variant_next = False
             else:
                 if urlsplit(absolute).path.lower().endswith(_NESTED_EXT):
                     raise Refused("an HLS segment URL names a playlist")
                 out.append(absolute)
+        if self.pin is None:
+            return url
         document = ("\n".join(out) + "\n").encode()
         return self.pin(document, PLAYLIST_TYPE, ".m3u8")
+
+    def _nested(self, url: str, depth: int) -> str:
+        return url if self.pin is None else self.playlist(url, depth + 1)
 
     def _tag(self, line: str, base: str, depth: int) -> str:
         """A tag line with its URI attributes absolute (and pinned when they are playlists)."""
         nested = line.startswith(_PLAYLIST_TAGS)
 
         def attr(match: re.Match[str]) -> str:
-            absolute = urljoin(base, match.group(1))
-            check_http(absolute, "a URI attribute in an HLS playlist")
+            raw = match.group(1)
+            check_http(raw if _SCHEMEISH.match(raw) else urljoin(base, raw),
+                       "a URI attribute in an HLS playlist")  # fmt: skip
+            absolute = urljoin(base, raw)
             if nested:
-                absolute = self.playlist(absolute, depth + 1)
+                absolute = self._nested(absolute, depth)
             return f'URI="{absolute}"'
 
         return _URI_ATTR.sub(attr, line)
@@ -193,3 +218,9 @@ def pin_playlists(
     pinned = pinner.playlist(url, 0)
     log.debug("pinned %d HLS playlist(s) for %s", pinner.count, url.split("?", 1)[0])
     return pinned
+
+
+def check_playlist(url: str, headers: Mapping[str, str], proxy_url: str, timeout: float) -> None:
+    """Refuse an HLS playlist (the source's master) naming any URL that is not http(s),
+    before yt-dlp reads it (yt-dlp decodes data: URLs itself)."""
+    _Pinner(headers, proxy_url, None, timeout).playlist(url, 0)
