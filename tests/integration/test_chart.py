@@ -27,6 +27,7 @@ import pytest
 import yaml
 
 from tests.clipjobs import create, get, manifest, wait_for, wait_phase
+from tests.integration.test_rbac import clip_job
 from tests.kubelet_sim import job_pods, run_pod, success_message, wait_for_pod
 from tests.unit.test_chart import CHART, CI_VALUES, REPO, helm_binary
 
@@ -657,22 +658,10 @@ def test_cluster_wide_identity_makes_the_operators_calls_in_any_namespace_and_no
 
     # In a namespace it has never been told about: one ClipJob's whole life.
     create(kube, extra_namespace, manifest("far"))
-    job = {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {
-            "name": "far-clip",
-            "labels": {"app.kubernetes.io/managed-by": "clip-operator"},
-        },
-        "spec": {
-            "template": {
-                "spec": {
-                    "restartPolicy": "Never",
-                    "containers": [{"name": "clip", "image": "clip-job:dev"}],
-                }
-            }
-        },
-    }
+    # The Job the operator builds with the chart's settings: the chart's admission policy
+    # refuses any other Job from this identity (tests/integration/test_rbac.py).
+    job = clip_job(docs)
+    job["metadata"]["name"] = "far-clip"
     made = batch.create_namespaced_job(extra_namespace, job, dry_run="All")
     assert made.metadata.name == "far-clip"
     core.list_namespaced_pod(
