@@ -286,3 +286,25 @@ def test_port_outside_the_allowed_ports_is_refused(
     finally:
         listener.close()
     _refused(run, trap)
+
+
+def test_scratch_is_bounded_for_a_high_bitrate_source(
+    media: MediaSet, media_server: MediaHTTPServer, tmp_path: Path
+) -> None:
+    """The downloaded source data stops at CLIP_MAX_SCRATCH_BYTES (FFmpeg -fs) and the run
+    says so, instead of filling the node's disk (before: only -t bounded the download)."""
+    env = {
+        "CLIP_SOURCE_URL": f"{media_server.url}/{media.faststart}",
+        "CLIP_START": "10",
+        "CLIP_END": "70",
+        "CLIP_OUTPUT_FORMAT": "webm",  # the segment path: the source data lands in scratch
+        "CLIP_ALLOW_PRIVATE_NETWORKS": "127.0.0.1/32",
+        "CLIP_ALLOW_PORTS": str(media_server.server_address[1]),
+        "CLIP_MAX_SCRATCH_BYTES": "300000",
+        "CLIP_S3_BUCKET": "clips",
+        "CLIP_S3_KEY": "never/uploaded.webm",
+        "CLIP_UPLOAD_URL": "http://127.0.0.1:9/never",
+    }
+    run = run_worker(env, tmp_path, timeout=120)
+    assert (run.returncode, run.result.get("reason")) == (2, "OutputTooLarge"), run.result
+    assert "CLIP_MAX_SCRATCH_BYTES" in run.result["message"]
