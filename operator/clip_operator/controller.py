@@ -88,6 +88,11 @@ class Controller(FactFinder):
         for uid in uids:
             self.queue.add(uid)
 
+    def admit(self, uids: list[str]) -> None:
+        """ClipJobs just granted a slot: reconcile them before the rest of a burst."""
+        for uid in uids:
+            self.queue.add(uid, urgent=True)
+
     def clipjob_event(self, kind: str | None, raw: dict[str, Any]) -> None:
         uid = (raw.get("metadata") or {}).get("uid")
         if not uid:
@@ -104,10 +109,10 @@ class Controller(FactFinder):
             return
         if kind == "DELETED":
             if self.cache.drop_job(owner, (raw.get("metadata") or {}).get("uid")):
-                self.enqueue(self.admission.running(owner, active=False))
+                self.admit(self.admission.running(owner, active=False))
         else:
             self.cache.put_job(owner, raw)
-            self.enqueue(self.admission.running(owner, active=not job_finished(raw)))
+            self.admit(self.admission.running(owner, active=not job_finished(raw)))
         if owner in self.cache.clipjobs:
             self.queue.add(owner)
 
@@ -118,7 +123,7 @@ class Controller(FactFinder):
         self.queue.drop(uid)
         self.s3ops.forget(uid)
         if uid not in self.cache.jobs:
-            self.enqueue(self.admission.forget(uid))
+            self.admit(self.admission.forget(uid))
 
     # -- reconcile ------------------------------------------------------------------------
 
@@ -129,7 +134,7 @@ class Controller(FactFinder):
         except Exception:
             # Backing off must not hold a slot: the next ClipJob gets it meanwhile.
             if uid not in self.cache.jobs and self.admission.admitted(uid):
-                self.enqueue(self.admission.withdraw(uid))
+                self.admit(self.admission.withdraw(uid))
             raise
 
     async def _reconcile(self, uid: str) -> Result:
@@ -148,7 +153,7 @@ class Controller(FactFinder):
             if Act.REQUEST_SLOT in plan.actions and not facts.admitted:
                 meta = cj["metadata"]
                 entry = QueueEntry(meta["creationTimestamp"], ref.namespace, ref.name, uid)
-                self.enqueue([u for u in self.admission.request(entry) if u != uid])
+                self.admit([u for u in self.admission.request(entry) if u != uid])
                 if self.admission.admitted(uid):
                     facts.admitted = True
                     continue
@@ -193,7 +198,7 @@ class Controller(FactFinder):
             self._announce(cj, plan)
         for action in plan.actions:
             if action == Act.WITHDRAW:
-                self.enqueue(self.admission.withdraw(uid))
+                self.admit(self.admission.withdraw(uid))
             elif action == Act.DELETE_JOB:
                 job = self.cache.jobs.get(uid)
                 if job is not None:

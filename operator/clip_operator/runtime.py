@@ -40,9 +40,9 @@ async def resync(controller: Controller) -> None:
     for uid in gone:
         controller.forget(uid)
     for owner in lost:
-        controller.enqueue(controller.admission.running(owner, active=False))
+        controller.admit(controller.admission.running(owner, active=False))
     for owner, job in controller.cache.jobs.items():
-        controller.enqueue(controller.admission.running(owner, active=not job_finished(job)))
+        controller.admit(controller.admission.running(owner, active=not job_finished(job)))
     if gone or lost:
         log.info("resync: %d ClipJobs and %d Jobs were gone", len(gone), len(lost))
     controller.enqueue(set(controller.cache.clipjobs))

@@ -76,14 +76,21 @@ class WorkQueue:
 
     # -- adding ---------------------------------------------------------------------------
 
-    def add(self, key: str) -> None:
+    def add(self, key: str, urgent: bool = False) -> None:
+        """Queue `key` once; `urgent` keys (just granted a slot) go to the front."""
         self._due.pop(key, None)  # served now: a pending delay is moot
         if key in self._dirty:
+            if urgent and key in self._enqueued_at and self._queue and self._queue[0] != key:
+                self._queue.remove(key)  # O(n), but only for the few keys granted a slot
+                self._queue.appendleft(key)
             return
         self._dirty.add(key)
         if key in self._processing:
             return  # requeued by done()
-        self._queue.append(key)
+        if urgent:
+            self._queue.appendleft(key)
+        else:
+            self._queue.append(key)
         self._enqueued_at.setdefault(key, self.clock())
         self._ready.set()
 

@@ -202,3 +202,15 @@ def test_stale_watch_events_do_not_overwrite_newer_state() -> None:
     cache.put_clipjob(obj("a", 10))
     assert not cache.put_clipjob(obj("a", 9))
     assert cache.clipjobs["a"]["metadata"]["resourceVersion"] == "10"
+
+
+def test_a_key_granted_a_slot_jumps_ahead_of_a_burst() -> None:
+    async def main() -> list[str]:
+        q = WorkQueue(clock=Clock())
+        for n in range(100):
+            q.add(f"burst{n}")
+        q.add("burst50", urgent=True)  # already queued: moved to the front
+        q.add("granted", urgent=True)
+        return [await q.get(), await q.get(), await q.get()]
+
+    assert asyncio.run(main()) == ["granted", "burst50", "burst0"]
