@@ -69,8 +69,9 @@ class OperatorConfig(BaseModel):
     workers: int = Field(default=8, ge=1, le=256, description="ClipJobs reconciled at once")
     url_policy: str = Field(
         default="Status",
-        pattern="^(Status|None)$",
-        description="Where the presigned download URL goes: Status (status.url) or None",
+        pattern="^(Status|Secret|None)$",
+        description="Where the presigned download URL goes: Status (status.url), Secret "
+        "(a Secret owned by the ClipJob, named in status.urlSecretName) or None",
     )
     worker_network_policy: str | None = Field(
         default=None,

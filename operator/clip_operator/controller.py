@@ -24,6 +24,7 @@ from .builders import (
     ClipJobRef,
     UploadTarget,
     build_job,
+    owner_reference,
 )
 from .cache import Cache, job_finished, owner_uid
 from .config import OperatorConfig
@@ -31,6 +32,7 @@ from .decide import decide
 from .events import EventPoster
 from .facts import FactFinder
 from .kube import Kube
+from .lifecycle import url_secret_name
 from .models import Phase, parse_spec
 from .plan import FINALIZER, Act, Facts, Need, Plan, Settings
 from .presign import Presigner
@@ -183,6 +185,8 @@ class Controller(FactFinder):
         before = (cj.get("status") or {}).get("phase")
         first_queued = not (cj.get("status") or {}).get("queuedAt")
         changed = True
+        if plan.url_secret is not None:  # before status: Ready only once the URL is there
+            await self._write_url_secret(cj, ref, *plan.url_secret)
         if plan.status is not None:
             changed = await self._write(cj, plan.status)
             if uid not in self.cache.clipjobs:
@@ -258,6 +262,23 @@ class Controller(FactFinder):
         self.cache.put_job(ref.uid, job)
         self.admission.running(ref.uid, active=True)
         return self.cache.jobs[ref.uid]
+
+    async def _write_url_secret(
+        self, cj: dict[str, Any], ref: ClipJobRef, url: str, expires: str
+    ) -> None:
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "Opaque",
+            "metadata": {
+                "name": url_secret_name(cj),
+                "namespace": ref.namespace,
+                "labels": {LABEL_MANAGED_BY: MANAGED_BY},
+                "ownerReferences": [owner_reference(ref)],
+            },
+            "stringData": {"url": url, "expiresAt": expires},
+        }
+        await self.kube.put_secret(ref.namespace, secret)
 
     async def _ensure_network_policy(self, namespace: str) -> None:
         spec = self.config.network_policy_spec()

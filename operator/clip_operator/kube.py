@@ -224,7 +224,12 @@ class Kube:
                 if exc2.status != 409:
                     raise
             return
-        if current.get("spec") != spec:
+
+        def essential(value: dict[str, Any]) -> dict[str, Any]:
+            # The API server drops empty lists (`ingress: []`) when it stores a policy.
+            return {k: v for k, v in value.items() if v not in ([], {}, None)}
+
+        if essential(current.get("spec") or {}) != essential(spec):
             await self._call(
                 "PATCH",
                 f"{path}/{name}",
@@ -232,6 +237,17 @@ class Kube:
                 [("fieldManager", FIELD_MANAGER)],
                 MERGE_PATCH,
             )
+
+    async def put_secret(self, namespace: str, secret: dict[str, Any]) -> None:
+        """Create the Secret, or replace it when it exists (create, then update: never get)."""
+        path = f"/api/v1/namespaces/{namespace}/secrets"
+        try:
+            await self._call("POST", path, secret, [("fieldManager", FIELD_MANAGER)])
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            name = secret["metadata"]["name"]
+            await self._call("PUT", f"{path}/{name}", secret, [("fieldManager", FIELD_MANAGER)])
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, str]:
         """Decoded data of a Secret (get only: the operator never lists Secrets)."""

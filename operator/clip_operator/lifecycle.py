@@ -12,6 +12,24 @@ from .status import build_conditions, now_iso, parse_time
 URL_RETRY_FLOOR = 30.0  # never plan a refresh sooner than this after a successful one
 
 
+def url_secret_name(cj: dict[str, Any]) -> str:
+    """The Secret holding the URL under urlPolicy Secret (owned by the ClipJob)."""
+    return f"{cj['metadata']['name'][:240]}-clip-url"
+
+
+def _place_url(
+    plan: Plan, cj: dict[str, Any], url: str, expires: str, issued: str, settings: Settings
+) -> dict[str, Any]:
+    """Status fields for a fresh URL: the URL itself, or the name of the Secret holding it."""
+    fields: dict[str, Any] = {"urlExpiresAt": expires, "urlIssuedAt": issued}
+    if settings.url_policy == "Secret":
+        fields["urlSecretName"] = url_secret_name(cj)
+        plan.url_secret = (url, expires)
+    else:
+        fields["url"] = url
+    return fields
+
+
 def with_url(
     plan: Plan, cj: dict[str, Any], facts: Facts, now: datetime, settings: Settings
 ) -> Plan:
@@ -26,7 +44,7 @@ def with_url(
     previous = (cj.get("status") or {}).get("conditions")
     if facts.url is not None:
         url, expires, issued = facts.url
-        plan.status.update(url=url, urlExpiresAt=expires, urlIssuedAt=issued)
+        plan.status.update(_place_url(plan, cj, url, expires, issued, settings))
         plan.requeue_after = _refresh_in(expires, issued, now, settings)
         plan.events.append(("Normal", "Succeeded", plan.status["message"]))
         return plan
@@ -64,7 +82,8 @@ def keep_url(cj: dict[str, Any], facts: Facts, now: datetime, settings: Settings
         c.get("type") == "Ready" and c.get("status") == "True"
         for c in status.get("conditions") or []
     )
-    if end is not None and ready and status.get("url"):
+    placed = status.get("urlSecretName" if settings.url_policy == "Secret" else "url")
+    if end is not None and ready and placed:
         start = parse_time(issued)
         if start is None:  # written by an older operator: assume the full lifetime
             wait = end.timestamp() - now.timestamp() - 60
@@ -80,7 +99,9 @@ def keep_url(cj: dict[str, Any], facts: Facts, now: datetime, settings: Settings
     gen = cj["metadata"].get("generation", 1)
     if facts.url is not None:
         url, new_expires, new_issued = facts.url
-        plan.status = {"url": url, "urlExpiresAt": new_expires, "urlIssuedAt": new_issued}
+        plan.status = _place_url(plan, cj, url, new_expires, new_issued, settings)
+        if settings.url_policy == "Secret" and status.get("url"):
+            plan.status["url"] = None  # the policy changed: the URL leaves status
         if not ready:
             message = "clip is ready"
             plan.status.update(reason="Succeeded", message=message)

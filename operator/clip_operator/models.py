@@ -178,6 +178,7 @@ class ClipJobStatus(_Model):
     url: str | None = None
     url_expires_at: str | None = None
     url_issued_at: str | None = None
+    url_secret_name: str | None = None
     timings: Timings | None = None
     reason: str | None = None
     message: str | None = None

@@ -56,6 +56,7 @@ class Plan:
     rate_limited: bool = False  # requeue with backoff (refusals, S3 trouble)
     terminal: Phase | None = None  # the ClipJob reaches this phase with this plan
     result: dict[str, Any] | None = None  # the worker's result (metrics)
+    url_secret: tuple[str, str] | None = None  # (url, expiresAt) for the URL Secret (policy)
 
 
 @dataclass(frozen=True)

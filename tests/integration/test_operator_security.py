@@ -24,7 +24,6 @@ pytestmark = pytest.mark.integration
 POLICY = {
     "podSelector": {"matchLabels": {"app.kubernetes.io/name": "clip-worker"}},
     "policyTypes": ["Ingress", "Egress"],
-    "ingress": [],
     "egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.0.0/16"]}}]}],
 }
 
@@ -66,6 +65,38 @@ def test_worker_pod_holds_no_keys_only_working_urls_for_its_own_key(
     with pytest.raises(urllib.error.HTTPError) as refused:
         put(other, b"x", headers)
     assert refused.value.code == 403
+
+
+def test_url_policy_secret_keeps_the_url_out_of_status(
+    kube: Any, namespace: str, operator_factory: Any, s3_server: Any, s3_bucket: str
+) -> None:
+    import base64
+
+    from tests.kubelet_sim import run_pod, success_message, wait_for_pod
+
+    operator_factory(
+        s3_bucket=s3_bucket,
+        s3_endpoint=s3_server.endpoint,
+        url_policy="Secret",
+        env={
+            "AWS_ACCESS_KEY_ID": s3_server.access_key,
+            "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
+        },
+    )
+    create(kube, namespace, manifest("hidden"))
+    job = job_for(kube, namespace, "hidden")
+    pod = wait_for_pod(kube, namespace, job.metadata.name)
+    result = success_message(pod, size=6)
+    s3_server.client().put_object(Bucket=s3_bucket, Key=result["key"], Body=b"secret")
+    run_pod(kube, pod, 0, result)
+    status = wait_phase(kube, namespace, "hidden", "Succeeded")["status"]
+    assert "url" not in status and status["urlSecretName"] == "hidden-clip-url"
+    secret = kube.core.read_namespaced_secret("hidden-clip-url", namespace)
+    assert secret.metadata.owner_references[0].kind == "ClipJob"
+    url = base64.b64decode(secret.data["url"]).decode()
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        assert resp.read() == b"secret"
+    assert base64.b64decode(secret.data["expiresAt"]).decode() == status["urlExpiresAt"]
 
 
 def test_tenant_endpoint_off_the_allow_list_fails_naming_the_list(

@@ -327,3 +327,13 @@ def test_retryable_delete_error_gives_up_after_the_limit() -> None:
     body["metadata"]["deletionTimestamp"] = iso(-7200)
     plan = run(body, delete_error=("timeout", True))
     assert Act.REMOVE_FINALIZER in plan.actions and plan.events[0][1] == "DeleteAbandoned"
+
+
+def test_url_policy_secret_puts_the_url_in_a_secret_not_in_status() -> None:
+    finished = job(succeeded=1, conditions=[done("Complete")])
+    policy = Settings(default_bucket="clips", url_policy="Secret")
+    plan = run(cj({"phase": "Running"}), finished, [pod(0, RESULT)], settings=policy, url=URL)
+    assert plan.status and "url" not in plan.status
+    assert plan.status["urlSecretName"] == "a-clip-url" and plan.url_secret == (URL[0], URL[1])
+    refresh = run(succeeded(700, -2900), settings=policy, url=URL)
+    assert refresh.status and refresh.status["url"] is None and refresh.url_secret
