@@ -227,6 +227,8 @@ def smart_cut(
             args += _video_codec_args(cfg, crf=18) + _h264_profile(info)
             args += ["-fps_mode", "passthrough", "-x264-params", "keyint=9999"]
         what = f"smart cut part {index}"
+        # Scratch bound (a part that hits it fails the frame check: the re-encode follows).
+        args += ["-fs", str(cfg.max_scratch_bytes)]
         job = _PARALLEL.submit(run, [*args, "-f", "mpegts", part], cfg.process_timeout, what)
         jobs.append((index, part, t1 - t0, job))
     audio = os.path.join(work, "audio.m4a")
@@ -235,7 +237,10 @@ def smart_cut(
         # The audio is re-encoded exactly for the clip, beside the video parts.
         enc = [*_base(cfg), *_seek_input(segment, cfg.start), "-t", f"{cfg.duration:.6f}", "-vn"]
         audio_job = _PARALLEL.submit(
-            run, [*enc, *_audio_codec_args(cfg), audio], cfg.process_timeout, "audio encode"
+            run,
+            [*enc, *_audio_codec_args(cfg), "-fs", str(cfg.max_scratch_bytes), audio],
+            cfg.process_timeout,
+            "audio encode",
         )
     parts: list[tuple[str, float]] = []
     for index, part, length, job in sorted(jobs, key=lambda item: item[0]):
