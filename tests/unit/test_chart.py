@@ -221,7 +221,7 @@ def test_every_operator_setting_maps_to_its_environment_variable() -> None:
     secret_refs = {
         e["name"]: e["valueFrom"]["secretKeyRef"]["name"]
         for e in container["env"]
-        if "valueFrom" in e
+        if "secretKeyRef" in e.get("valueFrom", {})
     }
     assert secret_refs == dict.fromkeys(
         ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"], "clip-s3-operator"
