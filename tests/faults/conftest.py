@@ -29,11 +29,13 @@ FAULT_SETTINGS: dict[str, Any] = {
 }
 
 _ROWS = pytest.StashKey[list[dict[str, Any]]]()
+_DROPPED = pytest.StashKey[set[str]]()
 _CLUSTER_DIR = pytest.StashKey[Path]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[_ROWS] = []
+    config.stash[_DROPPED] = set()
 
 
 def known_settings() -> set[str] | None:
@@ -88,21 +90,12 @@ def tenant_b(kube: Any, control_plane: ControlPlane) -> Iterator[str]:
         print(f"deleting namespace {name} failed: {exc}")
 
 
-def put_credentials(kube: Any, namespace: str, server: Any, name: str = "tenant-s3") -> None:
-    """A storage Secret with S3 keys (also under the operator's default Secret name)."""
-    from kubernetes import client
-
-    data = {"AWS_ACCESS_KEY_ID": server.access_key, "AWS_SECRET_ACCESS_KEY": server.secret_key}
-    for secret in {name, "clip-s3-credentials"}:
-        kube.core.create_namespaced_secret(
-            namespace,
-            client.V1Secret(metadata=client.V1ObjectMeta(name=secret), string_data=data),
-        )
-
-
 @pytest.fixture
 def fault_operator(
-    operator_factory: Callable[..., Any], s3_server: Any, s3_bucket: str
+    operator_factory: Callable[..., Any],
+    s3_server: Any,
+    s3_bucket: str,
+    pytestconfig: pytest.Config,
 ) -> Callable[..., Any]:
     """Start the operator on some namespaces with the fault tier's settings and a real S3."""
 
@@ -123,7 +116,7 @@ def fault_operator(
             env={"AWS_ACCESS_KEY_ID": store.access_key, "AWS_SECRET_ACCESS_KEY": store.secret_key},
             **{k: v for k, v in settings.items() if k not in dropped},
         )
-        op.dropped_settings = dropped
+        pytestconfig.stash[_DROPPED].update(dropped)
         return op
 
     return start
@@ -205,6 +198,9 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         return
     table = format_table(rows)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    dropped = sorted(config.stash.get(_DROPPED, set()))
+    if dropped:
+        table += "\n\nsettings this operator does not know (left out): " + ", ".join(dropped)
     terminalreporter.section("fault scenarios")
     terminalreporter.write_line(table)
     directory = config.stash.get(_CLUSTER_DIR, None)

@@ -16,6 +16,7 @@ def test_missing_storage_secret_fails_within_10s_without_a_job(
 ) -> None:
     sc = scenario("missing storage Secret", [namespace])
     fault_operator([namespace])
+    sc.fault_cleared()  # the clock starts when the ClipJob is created
     cj = new_clipjob(kube, namespace, "nosecret", storage={"secretRef": {"name": "tenant-s3-typo"}})
     sc.expect(cj, "Failed", reason="SecretNotFound", jobs_allowed=0)
     sc.finish(timeout=10)
