@@ -104,6 +104,7 @@ def _env(
         ("CLIP_MAX_OUTPUT_BYTES", str(config.max_output_bytes)),
         ("CLIP_NETWORK_TIMEOUT_SECONDS", str(config.network_timeout_seconds)),
         ("CLIP_ALLOW_PRIVATE_NETWORKS", ",".join(config.allow_private_networks) or None),
+        ("CLIP_ALLOW_PORTS", ",".join(str(p) for p in config.allow_ports) or None),
         ("CLIP_WORK_DIR", SCRATCH_DIR),
         ("CLIP_TERMINATION_LOG", TERMINATION_LOG),
         ("CLIP_OUTPUT_FILENAME", download_filename(ref, spec)),

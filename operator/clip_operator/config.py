@@ -52,6 +52,9 @@ class OperatorConfig(BaseModel):
     # A single presigned PUT carries the clip: S3 caps one PUT at 5 GiB.
     max_output_bytes: int = Field(default=2 * 1024**3, ge=1024, le=5 * 1024**3)
     allow_private_networks: list[str] = Field(default=[])
+    allow_ports: list[int] = Field(
+        default=[], description="Ports a source may use besides 80 and 443 (the worker's guard)"
+    )
     network_timeout_seconds: int = Field(default=30, ge=1, le=600)
     job_cpu_request: str = Field(default="500m", pattern=QUANTITY_PATTERN)
     job_cpu_limit: str = Field(default="2", pattern=QUANTITY_PATTERN)
@@ -114,6 +117,14 @@ class OperatorConfig(BaseModel):
     def network_policy_spec(self) -> dict[str, Any] | None:
         return json.loads(self.worker_network_policy) if self.worker_network_policy else None
 
+    @field_validator("allow_ports")
+    @classmethod
+    def _ports(cls, value: list[int]) -> list[int]:
+        for port in value:
+            if not 1 <= port <= 65535:
+                raise ValueError(f"{port} is not a TCP port (1-65535)")
+        return value
+
     @field_validator("allow_private_networks")
     @classmethod
     def _cidrs(cls, value: list[str]) -> list[str]:
@@ -132,7 +143,7 @@ class ConfigError(ValueError):
     """A bad operator setting; the message names the environment variable."""
 
 
-_LIST_FIELDS = {"namespaces", "allow_private_networks", "s3_allowed_endpoints"}
+_LIST_FIELDS = {"namespaces", "allow_private_networks", "allow_ports", "s3_allowed_endpoints"}
 
 
 def load_config(environ: Mapping[str, str] | None = None) -> OperatorConfig:

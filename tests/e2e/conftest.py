@@ -182,6 +182,7 @@ def e2e_operator(
     s3_server: S3Server,
     s3_bucket: str,
     host_address: str,
+    media_server: MediaHTTPServer,
 ) -> Any:
     """The real operator for this namespace, running the real job image on the node."""
     require_image_on_node(node_kube, JOB_IMAGE)
@@ -194,6 +195,7 @@ def e2e_operator(
         s3_region=s3_server.region,
         # Private networks are allowed for the test only: the host address it serves from.
         allow_private_networks=f"{host_address}/32",
+        allow_ports=str(media_server.server_address[1]),  # the media server's port
         network_timeout_seconds=20,
         ttl_seconds_after_finished=600,
         env={

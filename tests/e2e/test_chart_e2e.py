@@ -57,6 +57,7 @@ def chart_release(
     s3_server: Any,
     s3_bucket: str,
     host_address: str,
+    media_server: Any,
     tmp_path: Path,
     request: pytest.FixtureRequest,
 ) -> Iterator[str]:
@@ -83,6 +84,7 @@ def chart_release(
         "watchNamespaces": [namespace],
         "operator": {
             "allowPrivateNetworks": [f"{host_address}/32"],  # for this test only
+            "allowPorts": [media_server.server_address[1]],  # the media server's port
             "loopIntervalSeconds": 1,
             "networkTimeoutSeconds": 20,
             "ttlSecondsAfterFinished": 600,

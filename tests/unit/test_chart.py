@@ -214,6 +214,7 @@ def test_every_operator_setting_maps_to_its_environment_variable() -> None:
     assert config.max_output_bytes == 5368709120  # not 5.36870912e+09
     assert config.url_refresh_fraction == 0.25 and config.in_flight_limit == 3
     assert config.allow_private_networks == ["10.50.0.0/16"]
+    assert config.allow_ports == [8080, 8443]
     assert (config.job_cpu_request, config.job_cpu_limit) == ("1", "4")
     assert (config.job_memory_request, config.job_memory_limit) == ("512Mi", "2Gi")
     assert config.job_scratch_size == "10Gi"
