@@ -1,5 +1,7 @@
 # clip-operator developer targets. `make help` lists them.
 SHELL := /bin/bash
+# The project virtualenv (hack/setup.sh makes it): python3, pytest, ruff and mypy come from it.
+export PATH := $(CURDIR)/.venv/bin:$(PATH)
 PYTEST ?= python3 -m pytest
 PYTEST_ARGS ?=
 

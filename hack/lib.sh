@@ -6,6 +6,11 @@ REPO_ROOT="$(cd "$HACK_DIR/.." && pwd)"
 source "$HACK_DIR/versions.env"
 # Built binaries live outside the repository, keyed by version, so clean clones reuse them.
 CLIP_CACHE="${CLIP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/clip-operator}"
+# The project's Python packages live in a virtualenv of the checkout, never in the global
+# interpreter (hack/setup.sh makes it); every script runs its python3 once it exists.
+VENV="${CLIP_VENV:-$REPO_ROOT/.venv}"
+use_venv() { if [ -x "$VENV/bin/python3" ]; then export PATH="$VENV/bin:$PATH"; hash -r; fi; }
+use_venv
 export GOFLAGS="${GOFLAGS:--buildvcs=false}"
 export CGO_ENABLED="${CGO_ENABLED:-0}"
 

@@ -2,7 +2,8 @@
 # Install everything the tests and the demo need, from nothing; fast when already done.
 #   Debian packages: ffmpeg (worker), prometheus (promtool + server for the observability
 #   tier), curl/openssl (hack/cluster), debootstrap + docker.io (images, when wanted).
-#   Python: this project with its dev extras (pip install -e ".[dev]").
+#   Python: this project with its dev extras (pip install -e ".[dev]") in the project
+#   virtualenv .venv (CLIP_VENV), never the global interpreter.
 #   Go-built binaries (cached in $CLIP_CACHE): etcd, kube-apiserver, kube-controller-manager,
 #   kubectl, versitygw, helm; the prometheus-operator CRDs (Go module cache).
 # Usage: hack/setup.sh [--no-build] [--images]
@@ -36,14 +37,26 @@ else
   log "Debian packages: present"
 fi
 
+if [ ! -x "$VENV/bin/python3" ]; then
+  log "creating the project virtualenv $VENV (python3 -m venv)"
+  if ! python3 -m venv "$VENV" >&2; then
+    # Debian's own python3 keeps venv/ensurepip in a package of its own.
+    command -v apt-get >/dev/null || die "python3 -m venv failed and there is no apt-get: install python3-venv"
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+    log "installing Debian package python3-venv"
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends python3-venv >&2
+    rm -rf "$VENV" && python3 -m venv "$VENV" >&2
+  fi
+fi
+use_venv
 stamp="$CLIP_CACHE/pip-$(sha256sum "$REPO_ROOT/pyproject.toml" | cut -c1-12)-$(python3 -c 'import sys;print(sys.prefix.replace("/","_"))')"
 # Installed, and from this checkout (an editable install of another clone does not count).
 if [ -f "$stamp" ] && python3 -c "
 import sys, clip_operator, clip_worker
 sys.exit(0 if clip_operator.__file__.startswith('$REPO_ROOT/') else 1)" 2>/dev/null; then
-  log "Python packages: present"
+  log "Python packages: present in $VENV"
 else
-  log "installing Python packages: pip install -e .[dev]"
+  log "installing Python packages into $VENV: pip install -e .[dev]"
   python3 -m pip install -q --disable-pip-version-check -e "$REPO_ROOT[dev]" >&2
   mkdir -p "$CLIP_CACHE" && touch "$stamp"
 fi
