@@ -3,12 +3,13 @@
 - `StoppableS3`: a versitygw of its own on a fixed 127.0.0.1 port and data directory, so
   that stopping it is "S3 down" and starting it again is "S3 back" at the same address
   (presigned URLs stay valid).
-- `DenyingWebhook`: an HTTPS admission webhook on 127.0.0.1 with a fresh self-signed CA
-  that refuses every request it gets with a fixed message.
+- `AdmissionWebhook`: an HTTPS admission webhook on 127.0.0.1 with a fresh self-signed CA
+  that refuses every request with a fixed message, or allows it after a callback.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime
 import ipaddress
@@ -19,6 +20,7 @@ import ssl
 import subprocess
 import tempfile
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -165,25 +167,23 @@ def _self_signed(directory: Path) -> tuple[Path, Path, bytes]:
     return cert_path, key_path, ca.public_bytes(serialization.Encoding.PEM)
 
 
-class _Deny(BaseHTTPRequestHandler):
+class _Review(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         review = json.loads(self.rfile.read(length) or b"{}")
-        uid = (review.get("request") or {}).get("uid", "")
-        self.server.requests += 1  # type: ignore[attr-defined]
+        request = review.get("request") or {}
+        hook: AdmissionWebhook = self.server.hook  # type: ignore[attr-defined]
+        hook.requests += 1
+        if hook.on_request is not None:
+            hook.on_request(request)
+        response: dict[str, Any] = {"uid": request.get("uid", ""), "allowed": hook.allow}
+        if not hook.allow:
+            response["status"] = {"code": 403, "message": DENY_MESSAGE}
         body = json.dumps(
-            {
-                "apiVersion": "admission.k8s.io/v1",
-                "kind": "AdmissionReview",
-                "response": {
-                    "uid": uid,
-                    "allowed": False,
-                    "status": {"code": 403, "message": DENY_MESSAGE},
-                },
-            }
+            {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}
         ).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -192,25 +192,25 @@ class _Deny(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-class DenyingWebhook:
-    """Serves /deny over HTTPS on 127.0.0.1; `ca_bundle` goes into the webhook config."""
+class AdmissionWebhook:
+    """A validating webhook over HTTPS on 127.0.0.1 that denies everything (`allow=False`,
+    with DENY_MESSAGE) or allows everything, calling `on_request(request)` first."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, allow: bool = False, on_request: Callable[[dict[str, Any]], None] | None = None
+    ) -> None:
+        self.allow, self.on_request, self.requests = allow, on_request, 0
         self.tmp = tempfile.TemporaryDirectory(prefix="clip-faults-webhook-")
         cert, key, self.ca_pem = _self_signed(Path(self.tmp.name))
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Deny)
-        self.httpd.requests = 0  # type: ignore[attr-defined]
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Review)
+        self.httpd.hook = self  # type: ignore[attr-defined]
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert, key)
         self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
-        self.url = f"https://127.0.0.1:{self.httpd.server_address[1]}/deny"
+        self.url = f"https://127.0.0.1:{self.httpd.server_address[1]}/review"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
-    @property
-    def requests(self) -> int:
-        return int(self.httpd.requests)  # type: ignore[attr-defined]
-
-    def start(self) -> DenyingWebhook:
+    def start(self) -> AdmissionWebhook:
         self.thread.start()
         return self
 
@@ -218,3 +218,35 @@ class DenyingWebhook:
         self.httpd.shutdown()
         self.httpd.server_close()
         self.tmp.cleanup()
+
+    def configuration(self, name: str, namespace: str) -> dict[str, Any]:
+        """A ValidatingWebhookConfiguration for Job creates in `namespace`, failing closed."""
+        return {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingWebhookConfiguration",
+            "metadata": {"name": name},
+            "webhooks": [
+                {
+                    "name": "jobs.faults.mememaker.io",
+                    "clientConfig": {
+                        "url": self.url,
+                        "caBundle": base64.b64encode(self.ca_pem).decode(),
+                    },
+                    "rules": [
+                        {
+                            "apiGroups": ["batch"],
+                            "apiVersions": ["v1"],
+                            "operations": ["CREATE"],
+                            "resources": ["jobs"],
+                        }
+                    ],
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": namespace}
+                    },
+                    "failurePolicy": "Fail",
+                    "sideEffects": "None",
+                    "admissionReviewVersions": ["v1"],
+                    "timeoutSeconds": 10,
+                }
+            ],
+        }

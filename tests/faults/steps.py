@@ -10,6 +10,17 @@ from tests.clipjobs import GROUP, PLURAL, VERSION, create, get, manifest
 from tests.kubelet_sim import env_of, success_message
 
 CLIP_BYTES = b"\x00\x00\x00\x18ftypmp42" + b"clip" * 256
+# A Job to create with dry_run="All": admission (quota, webhooks) runs, nothing is stored.
+PROBE_JOB: dict[str, Any] = {
+    "apiVersion": "batch/v1",
+    "kind": "Job",
+    "metadata": {"name": "admission-probe"},
+    "spec": {
+        "template": {
+            "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "none"}]}
+        }
+    },
+}
 
 
 def new_clipjob(kube: Any, namespace: str, name: str, **spec: Any) -> dict[str, Any]:

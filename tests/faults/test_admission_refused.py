@@ -8,7 +8,6 @@ A gets its Job and finishes too.
 
 from __future__ import annotations
 
-import base64
 import datetime
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,21 +18,17 @@ import pytest
 
 from tests.faults.ledger import wait_until
 from tests.faults.nodes import SimNode
-from tests.faults.servers import DENY_MESSAGE, DenyingWebhook
-from tests.faults.steps import jobs_of, new_clipjob, status_of, upload_like_worker, warning_events
+from tests.faults.servers import DENY_MESSAGE, AdmissionWebhook
+from tests.faults.steps import (
+    PROBE_JOB,
+    jobs_of,
+    new_clipjob,
+    status_of,
+    upload_like_worker,
+    warning_events,
+)
 
 pytestmark = pytest.mark.faults
-
-PROBE_JOB: dict[str, Any] = {
-    "apiVersion": "batch/v1",
-    "kind": "Job",
-    "metadata": {"name": "admission-probe"},
-    "spec": {
-        "template": {
-            "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "none"}]}
-        }
-    },
-}
 
 
 def refused_message(kube: Any, namespace: str) -> str | None:
@@ -72,40 +67,10 @@ def quota_refusal(kube: Any, namespace: str) -> Iterator[str]:
 def webhook_refusal(kube: Any, namespace: str) -> Iterator[str]:
     from kubernetes import client
 
-    server = DenyingWebhook().start()
+    server = AdmissionWebhook().start()
     name = f"clip-faults-deny-{uuid.uuid4().hex[:6]}"
     admission = client.AdmissionregistrationV1Api(kube.api)
-    admission.create_validating_webhook_configuration(
-        {
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "ValidatingWebhookConfiguration",
-            "metadata": {"name": name},
-            "webhooks": [
-                {
-                    "name": "deny-jobs.faults.mememaker.io",
-                    "clientConfig": {
-                        "url": server.url,
-                        "caBundle": base64.b64encode(server.ca_pem).decode(),
-                    },
-                    "rules": [
-                        {
-                            "apiGroups": ["batch"],
-                            "apiVersions": ["v1"],
-                            "operations": ["CREATE"],
-                            "resources": ["jobs"],
-                        }
-                    ],
-                    "namespaceSelector": {
-                        "matchLabels": {"kubernetes.io/metadata.name": namespace}
-                    },
-                    "failurePolicy": "Fail",
-                    "sideEffects": "None",
-                    "admissionReviewVersions": ["v1"],
-                    "timeoutSeconds": 5,
-                }
-            ],
-        }
-    )
+    admission.create_validating_webhook_configuration(server.configuration(name, namespace))
     try:
         wait_until("webhook in force", lambda: refused_message(kube, namespace), timeout=30)
         yield DENY_MESSAGE

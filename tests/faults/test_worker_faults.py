@@ -16,7 +16,9 @@ import pytest
 
 from tests.faults.ledger import wait_until
 from tests.faults.nodes import ProcessNode, SimNode
+from tests.faults.servers import AdmissionWebhook
 from tests.faults.steps import (
+    PROBE_JOB,
     jobs_of,
     new_clipjob,
     object_exists,
@@ -202,3 +204,48 @@ def test_worker_pod_deleted_mid_run(
     finally:
         node.stop()
     assert status_of(kube, namespace, "podkill").get("attempts", 0) >= 1
+
+
+def test_operator_killed_while_creating_the_job_then_job_deleted(
+    kube: Any, namespace: str, fault_operator: Any, scenario: Any
+) -> None:
+    """The narrowest window: the operator dies while its Job create is in the API server.
+
+    An allowing admission webhook SIGSTOPs the operator when the create reaches it (a
+    client that hangs up would cancel the create), the Job is stored, and the operator is
+    SIGKILLed without ever reading the answer. The Job is then deleted while the operator
+    is down: on restart the ClipJob must end JobLost, never get a second Job.
+    """
+    from kubernetes import client
+
+    sc = scenario("operator SIGKILL during Job create, Job then deleted", [namespace])
+    op = fault_operator([namespace])
+    hook = AdmissionWebhook(
+        allow=True,
+        on_request=lambda request: None if request.get("dryRun") else op.pause(),
+    )
+    hook.start()
+    admission = client.AdmissionregistrationV1Api(kube.api)
+    name = f"clip-faults-kill-{namespace}"
+    admission.create_validating_webhook_configuration(hook.configuration(name, namespace))
+    try:
+
+        def in_force() -> bool:
+            kube.batch.create_namespaced_job(namespace, PROBE_JOB, dry_run="All")
+            return hook.requests > 0
+
+        wait_until("webhook in force", in_force, timeout=30)
+        cj = new_clipjob(kube, namespace, "racy")
+        sc.expect(cj, "Failed", reason="JobLost")
+        job = the_job(kube, namespace, cj)
+        op.kill(signal.SIGKILL)
+    finally:
+        admission.delete_validating_webhook_configuration(name)
+        hook.stop()
+    sc.notes.append(
+        f"status.jobName at the kill: {status_of(kube, namespace, 'racy').get('jobName')}"
+    )
+    delete_job(kube, namespace, job)
+    op.start()
+    sc.fault_cleared()
+    sc.finish(timeout=60)
