@@ -1,5 +1,6 @@
 """Faults around the worker: S3 down while it uploads, its Job deleted while the operator
-is down (after or before the upload), its Pod deleted mid-run.
+is down (after or before the upload, or right as the operator created it), its Pod
+deleted mid-run.
 
 The first two run the real worker (tests/local_node.py runs each Pod's `clip_worker` with
 the Pod's environment: it cuts a clip from the media server and PUTs it, and its result,
@@ -62,7 +63,7 @@ def delete_job(kube: Any, namespace: str, job: Any) -> None:
     kube.batch.delete_namespaced_job(job.metadata.name, namespace, propagation_policy="Background")
 
     def going() -> bool:
-        left = [j for j in kube.batch.list_namespaced_job(namespace).items]
+        left = kube.batch.list_namespaced_job(namespace).items
         return all(
             j.metadata.uid != job.metadata.uid or j.metadata.deletion_timestamp for j in left
         )
