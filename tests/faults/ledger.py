@@ -46,10 +46,10 @@ class JobLedger:
         return self
 
     def stop(self) -> None:
+        """Stop following (a watch in progress ends by itself within its 5 s timeout)."""
         self.stopping.set()
         for thread in self.threads:
-            thread.join(timeout=20)
-        self.api.close()
+            thread.join(timeout=0.5)
 
     def _see(self, job: Any) -> None:
         owners = job.metadata.owner_references or []
@@ -94,9 +94,10 @@ class Expectation:
     namespace: str
     name: str
     uid: str
-    phase: str  # a phase, or GONE
+    phase: str | None  # a phase, GONE, or None for any phase
     reason: str | None = None
     jobs_allowed: int = 1
+    message: str | None = None  # text status.message must contain
 
 
 @dataclass
@@ -117,13 +118,16 @@ class Scenario:
     def expect(
         self,
         clipjob: dict[str, Any],
-        phase: str,
+        phase: str | None,
         reason: str | None = None,
         jobs_allowed: int = 1,
+        message: str | None = None,
     ) -> None:
         meta = clipjob["metadata"]
         self.expectations.append(
-            Expectation(meta["namespace"], meta["name"], meta["uid"], phase, reason, jobs_allowed)
+            Expectation(
+                meta["namespace"], meta["name"], meta["uid"], phase, reason, jobs_allowed, message
+            )
         )
 
     def fault_cleared(self) -> None:
@@ -145,7 +149,11 @@ class Scenario:
             return False, "replaced by another object"
         status = obj.get("status") or {}
         phase, reason = status.get("phase"), status.get("reason")
-        ok = phase == exp.phase and (exp.reason is None or reason == exp.reason)
+        ok = (
+            exp.phase in (None, phase)
+            and exp.reason in (None, reason)
+            and (exp.message is None or exp.message in str(status.get("message")))
+        )
         return ok, f"{phase}/{reason}: {str(status.get('message'))[:160]}"
 
     def wait(self, timeout: float, every: float = 0.3) -> list[str]:
@@ -173,7 +181,9 @@ class Scenario:
             since = self.fault_cleared_at or self.started
             self.notes.append(f"last to recover: {last} ({self.met_at[last] - since:.1f} s)")
         self.lost = [
-            f"{e.namespace}/{e.name} wanted {e.phase}/{e.reason or '*'}, is {states.get(e.name)}"
+            f"{e.namespace}/{e.name} wanted {e.phase or '*'}/{e.reason or '*'}"
+            + (f" saying {e.message!r}" if e.message else "")
+            + f", is {states.get(e.name)}"
             for e in pending
         ]
         return self.lost
