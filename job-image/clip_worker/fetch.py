@@ -70,7 +70,11 @@ def fetch_args(
             # Files carry their stream parameters in the index: no need to read packets.
             args += ["-probesize", str(PROBE_BYTES), "-nofind_stream_info"]
         args += header_args(media)
-        args += ["-ss", f"{cfg.start:.6f}", "-i", media.url]
+        # No -ss for a clip from the very start: FFmpeg 5.1's `-ss 0` on HLS whose video
+        # starts after its audio dropped every video packet. Reading from the start is
+        # what -ss 0 means anyway, and the timestamps come out the same.
+        seek = ["-ss", f"{cfg.start:.6f}"] if cfg.start > 0 else []
+        args += [*seek, "-i", media.url]
     want_video = cfg.output_format != "mp3"
     want_audio = cfg.output_format != "gif"
     if len(source.inputs) == 1:

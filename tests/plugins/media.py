@@ -244,7 +244,7 @@ class ShapeSpec:
     height: int = 180
     crf: int = 20
     truncate_fraction: float = 0.45
-    recipe: int = 2
+    recipe: int = 3
 
     def digest(self) -> str:
         text = json.dumps(asdict(self), sort_keys=True)
@@ -262,6 +262,7 @@ class ShapeSet:
     vp9: str = "vp9_opus.webm"  # VP9 + Opus, 25 fps, keyframe every 2 s
     truncated: str = "truncated.mp4"  # `pal` with its last bytes cut off (index says 30 s)
     audio_longer: str = "audio_longer.mp4"  # video ends at 8 s, audio at 8.5 s
+    hls: str = "hls/index.m3u8"  # `ntsc` as HLS (MPEG-TS segments, audio leads the video)
     fps: dict[str, float] = field(
         default_factory=lambda: {
             "pal_2s_gop.mp4": 25.0,
@@ -269,6 +270,7 @@ class ShapeSet:
             "vp9_opus.webm": 25.0,
             "truncated.mp4": 25.0,
             "audio_longer.mp4": 25.0,
+            "hls/index.m3u8": 30000 / 1001,
         }
     )
 
@@ -304,6 +306,12 @@ def generate_shapes(spec: ShapeSpec, root: Path) -> None:
         "-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-b:v", "0",
         "-crf", "30", "-g", "50", "-keyint_min", "50", "-pix_fmt", "yuv420p",
         "-c:a", "libopus", "-b:a", "64k", str(root / "vp9_opus.webm"),
+    )  # fmt: skip
+    (root / "hls").mkdir()
+    _ffmpeg(
+        "-i", str(root / "ntsc_10s_gop.mp4"), "-c", "copy", "-f", "hls", "-hls_time", "4",
+        "-hls_playlist_type", "vod", "-hls_segment_filename", str(root / "hls" / "seg%03d.ts"),
+        str(root / "hls" / "index.m3u8"),
     )  # fmt: skip
     whole = (root / "pal_2s_gop.mp4").read_bytes()
     (root / "truncated.mp4").write_bytes(whole[: int(len(whole) * s.truncate_fraction)])
