@@ -288,8 +288,8 @@ def window(cfg: Config, seg: probe.Segment) -> Window:
                 f"({start:g} s); only audio is left there: pick an earlier start or use mp3",
             )
         raise WorkerError(
-            Reason.UNSUPPORTED_SOURCE, f"the source has no video frames between {start:g} s and "
-            f"{cfg.end:g} s; use mp3 for the audio"
+            Reason.UNSUPPORTED_SOURCE, f"the source has no readable video frames between "
+            f"{start:g} s and {cfg.end:g} s: its data there is missing or damaged"
         )  # fmt: skip
     keyframe = None
     lead_in_frames = 0

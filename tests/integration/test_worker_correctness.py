@@ -290,6 +290,18 @@ def test_truncated_source_start_beyond_the_data_is_named(
     assert _objects(s3_server, s3_bucket) == 0
 
 
+@pytest.mark.parametrize("mode", ["accurate", "fast"])
+def test_source_data_that_does_not_decode_is_permanent(
+    mode: str, shapes: ShapeSet, shapes_server: MediaHTTPServer, s3_server: Any,
+    s3_bucket: str, tmp_path: Path,
+) -> None:  # fmt: skip
+    env = _env(f"{shapes_server.url}/{shapes.corrupt}", 20, 22, mode=mode,
+               **_s3(s3_server, s3_bucket, "c.mp4"))  # fmt: skip
+    message = _failed(run_worker(env, tmp_path), 2, "UnsupportedSource")
+    assert "damaged" in message or "decode" in message, message
+    assert _objects(s3_server, s3_bucket) == 0
+
+
 # ---- item 5: a window after the last video frame ----------------------------------------
 
 

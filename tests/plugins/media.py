@@ -244,7 +244,7 @@ class ShapeSpec:
     height: int = 180
     crf: int = 20
     truncate_fraction: float = 0.45
-    recipe: int = 3
+    recipe: int = 4
 
     def digest(self) -> str:
         text = json.dumps(asdict(self), sort_keys=True)
@@ -262,6 +262,7 @@ class ShapeSet:
     vp9: str = "vp9_opus.webm"  # VP9 + Opus, 25 fps, keyframe every 2 s
     truncated: str = "truncated.mp4"  # `pal` with its last bytes cut off (index says 30 s)
     audio_longer: str = "audio_longer.mp4"  # video ends at 8 s, audio at 8.5 s
+    corrupt: str = "corrupt.mp4"  # `pal` with noise for media data after its first 6 s
     hls: str = "hls/index.m3u8"  # `ntsc` as HLS (MPEG-TS segments, audio leads the video)
     fps: dict[str, float] = field(
         default_factory=lambda: {
@@ -315,6 +316,11 @@ def generate_shapes(spec: ShapeSpec, root: Path) -> None:
     )  # fmt: skip
     whole = (root / "pal_2s_gop.mp4").read_bytes()
     (root / "truncated.mp4").write_bytes(whole[: int(len(whole) * s.truncate_fraction)])
+    # The index intact, the media data after the first fifth replaced by noise.
+    keep = len(whole) // 5
+    noise = b"".join(hashlib.sha256(i.to_bytes(4, "big")).digest()
+                     for i in range((len(whole) - keep) // 32 + 1))  # fmt: skip
+    (root / "corrupt.mp4").write_bytes(whole[:keep] + noise[: len(whole) - keep])
 
 
 def _cached(digest: str, write: Any) -> Path:
