@@ -153,6 +153,7 @@ class OutputStatus(_Model):
     height: int | None = None
     content_type: str | None = None
     cut_path: str | None = None
+    truncated: bool | None = None
 
 
 class Timings(_Model):

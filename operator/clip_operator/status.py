@@ -249,6 +249,8 @@ def output_from_result(result: dict[str, Any], bucket: str, key: str) -> dict[st
             out[name] = round(float(value), 3)
         elif isinstance(value, kind):
             out[name] = value
+    if result.get("truncated") is True:  # the source ended before `end`: a shorter clip
+        out["truncated"] = True
     return out
 
 

@@ -337,3 +337,11 @@ def test_url_policy_secret_puts_the_url_in_a_secret_not_in_status() -> None:
     assert plan.status["urlSecretName"] == "a-clip-url" and plan.url_secret == (URL[0], URL[1])
     refresh = run(succeeded(700, -2900), settings=policy, url=URL)
     assert refresh.status and refresh.status["url"] is None and refresh.url_secret
+
+
+def test_a_truncated_clip_says_so_in_status() -> None:
+    finished = job(succeeded=1, conditions=[done("Complete")])
+    result = '{"key": "k", "sizeBytes": 5, "durationSeconds": 0.77, "truncated": true}'
+    plan = run(cj({"phase": "Running"}), finished, [pod(0, result)], url=URL)
+    assert plan.status and plan.status["output"]["truncated"] is True
+    assert plan.status["output"]["durationSeconds"] == 0.77
