@@ -23,6 +23,9 @@ from typing import Any
 from tests.kubelet_sim import finish_pod, start_pod, success_message
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# Holds a deleted Pod while the "container" finishes in its grace period, as a kubelet does
+# (without a node, the API server would remove an unscheduled Pod at once).
+GRACE_FINALIZER = "faults.mememaker.io/termination-grace"
 
 
 class SimNode(threading.Thread):
@@ -35,16 +38,19 @@ class SimNode(threading.Thread):
         run_seconds: float = 0.5,
         outcome: Callable[[Any], tuple[int, Any]] | None = None,
         max_seconds: float = 300,
+        on_kill: Callable[[Any], None] | None = None,
     ) -> None:
         super().__init__(daemon=True)
         self.kube, self.namespaces = kube, namespaces
         self.run_seconds, self.max_seconds = run_seconds, max_seconds
         self.outcome = outcome or (lambda pod: (0, success_message(pod)))
+        self.on_kill = on_kill  # what a running container still does in its grace period
         self.hold: set[str] = set()  # ClipJob names whose Pods stay Running until released
         self.stopping = threading.Event()
         self.running: dict[str, float] = {}
         self.finished: set[str] = set()
         self.started_pods: list[str] = []
+        self.killed: list[str] = []
         self.errors = 0
 
     def run(self) -> None:
@@ -65,12 +71,22 @@ class SimNode(threading.Thread):
                 continue
             if pod.metadata.deletion_timestamp:
                 if key in self.running:  # a kubelet kills the container and says so
+                    if self.on_kill is not None:
+                        self.on_kill(pod)
+                    self.killed.append(key)
                     finish_pod(self.kube, pod, 137, {"reason": "Killed", "message": "deleted"})
                     self.finished.add(key)
                     del self.running[key]
+                    self._release(pod)
                 continue
             clip = (pod.metadata.labels or {}).get("mememaker.io/clipjob", "")
             if pod.status.phase == "Pending" and key not in self.running:
+                if self.on_kill is not None:
+                    self.kube.core.patch_namespaced_pod(
+                        pod.metadata.name,
+                        namespace,
+                        [{"op": "add", "path": "/metadata/finalizers/-", "value": GRACE_FINALIZER}],
+                    )
                 start_pod(self.kube, pod)
                 self.running[key] = now
                 self.started_pods.append(key)
@@ -83,6 +99,28 @@ class SimNode(threading.Thread):
                 finish_pod(self.kube, pod, code, message)
                 self.finished.add(key)
                 del self.running[key]
+
+    def _release(self, pod: Any) -> None:
+        """Drop GRACE_FINALIZER (a JSON patch that tests its position, retried)."""
+        for _ in range(10):
+            fresh = self.kube.core.read_namespaced_pod(pod.metadata.name, pod.metadata.namespace)
+            finalizers = fresh.metadata.finalizers or []
+            if GRACE_FINALIZER not in finalizers:
+                return
+            at = finalizers.index(GRACE_FINALIZER)
+            path = f"/metadata/finalizers/{at}"
+            try:
+                self.kube.core.patch_namespaced_pod(
+                    pod.metadata.name,
+                    pod.metadata.namespace,
+                    [
+                        {"op": "test", "path": path, "value": GRACE_FINALIZER},
+                        {"op": "remove", "path": path},
+                    ],
+                )
+                return
+            except Exception:  # the Job controller changed the list meanwhile: read again
+                continue
 
     def release(self, clipjob_name: str) -> None:
         self.hold.discard(clipjob_name)

@@ -21,6 +21,7 @@ from tests.faults.steps import (
     upload_like_worker,
     warning_events,
 )
+from tests.kubelet_sim import job_pods
 
 pytestmark = pytest.mark.faults
 
@@ -158,3 +159,42 @@ def test_s3_forbidden_delete_gives_up_at_once(
     )
     assert "SignatureDoesNotMatch" in events[0].message, events[0].message
     assert object_exists(s3, bucket, key), "the object should remain (S3 refused the delete)"
+
+
+def test_clipjob_deleted_while_its_worker_uploads(
+    kube: Any, namespace: str, fault_operator: Any, scenario: Any, s3_server: Any, s3_bucket: str
+) -> None:
+    """`deletionPolicy: Delete` on a running clip: the worker finishes its upload in its
+    termination grace period, so the object may only be deleted once the Job is gone."""
+    sc = scenario("ClipJob deleted while its worker uploads", [namespace])
+    s3 = s3_server.client()
+    node = SimNode(kube, [namespace], on_kill=lambda pod: upload_like_worker(pod, s3))
+    node.hold.add("late")
+    node.start()
+    fault_operator([namespace])
+    try:
+        cj = new_clipjob(kube, namespace, "late", deletionPolicy="Delete")
+        wait_until(
+            "the ClipJob Running",
+            lambda: status_of(kube, namespace, "late").get("phase") == "Running",
+            timeout=30,
+        )
+        job = jobs_of(kube, namespace, cj["metadata"]["uid"])[0]
+        key = next(
+            e.value for e in job.spec.template.spec.containers[0].env if e.name == "CLIP_S3_KEY"
+        )
+        delete_clipjob(kube, namespace, "late")
+        sc.fault_cleared()
+        sc.expect(cj, GONE)
+        sc.finish(timeout=60)
+        wait_until(
+            "the worker's Pod stopped and gone",
+            lambda: node.killed and not job_pods(kube, namespace, job.metadata.name),
+            timeout=60,
+        )
+    finally:
+        node.stop()
+    assert not object_exists(s3, s3_bucket, key), (
+        "the clip the worker uploaded while being stopped outlived its ClipJob: "
+        "the object was deleted before the Job was gone"
+    )
