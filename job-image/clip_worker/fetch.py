@@ -139,6 +139,28 @@ def classify_failure(done: Completed, proxy: EgressProxy) -> WorkerError:
     return WorkerError(Reason.UNSUPPORTED_SOURCE, f"downloading the segment failed: {tail}")
 
 
+_SEGMENT_SKIPPED = re.compile(r"Failed to open segment|Failed to reload playlist", re.I)
+
+
+def skipped_segment(done: Completed, proxy: EgressProxy) -> WorkerError | None:
+    """FFmpeg's HLS demuxer skips a segment it cannot open and carries on with the next:
+    the clip would silently hold later content. That is a failure, never a clip."""
+    if not _SEGMENT_SKIPPED.search(done.stderr):
+        return None
+    codes = [status for _, status in proxy.log.statuses if status >= 400]
+    code = codes[-1] if codes else None
+    what = (
+        f"an HLS segment could not be fetched (HTTP {code})"
+        if code
+        else ("an HLS segment could not be fetched")
+    )
+    if code in (404, 410):
+        return WorkerError(Reason.SOURCE_NOT_FOUND, f"{what}; the stream has a hole")
+    if code in (401, 403, 451):
+        return WorkerError(Reason.SOURCE_FORBIDDEN, f"{what}; the stream has a hole")
+    return WorkerError(Reason.NETWORK_ERROR, f"{what}: {done.tail()}")
+
+
 def upstream_failure(message: str) -> WorkerError:
     """A stall or a broken connection the egress proxy saw: transient either way."""
     if "timed out" in message:
@@ -246,6 +268,9 @@ def download(
         raise ContainerMismatch(done.tail())
     if done.returncode != 0 or proxy.log.refusals:
         raise classify_failure(done, proxy)
+    hole = skipped_segment(done, proxy)
+    if hole is not None:
+        raise hole
     if not final_mp4:
         check_scratch(cfg, out_path)
     # FFmpeg exits 0 when a stalled or reset source looks like the end of the file.
