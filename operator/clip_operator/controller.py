@@ -164,6 +164,11 @@ class Controller(FactFinder):
                     return Result()
                 continue
             if Act.CREATE_JOB in plan.actions and upload is not None:
+                if plan.status and not (cj.get("status") or {}).get("jobName"):
+                    await self._write(cj, plan.status)  # the name first: never two Jobs
+                    if uid not in self.cache.clipjobs:
+                        return Result()
+                    cj = self.cache.clipjobs[uid]
                 job = await self._create_job(cj, ref, upload, facts)
                 continue
             if plan.need is None:
@@ -176,6 +181,9 @@ class Controller(FactFinder):
                 await self._presign_url(cj, ref, facts)
             elif plan.need == Need.LOOKUP_JOB:
                 job = await self._lookup_job(cj, ref, facts)
+            elif plan.need == Need.JOB_HISTORY:
+                name = (cj.get("status") or {}).get("jobName") or ""
+                facts.job_existed = await self.kube.job_has_events(ref.namespace, name)
             elif not self._s3(plan.need, cj, ref, facts):
                 return Result()  # a background S3 operation re-enqueues the key
         return await self._carry_out(cj, ref, plan)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from .builders import ClipJobRef, job_name
 from .lifecycle import deleting, keep_url
 from .models import TERMINAL_PHASES, ClipJobSpec, InvalidSpec, Phase, parse_spec
 from .outcomes import (
@@ -24,6 +25,7 @@ from .outcomes import (
 )
 from .plan import FINALIZER, Act, Facts, Need, Plan, Settings
 from .status import (
+    STARTING,
     build_conditions,
     now_iso,
     observe_job,
@@ -77,11 +79,17 @@ def _without_job(
     cj: dict[str, Any], spec: ClipJobSpec, facts: Facts, now: datetime, settings: Settings
 ) -> Plan:
     status = cj.get("status") or {}
-    if status.get("jobName"):
-        # A Job was created for this attempt and is gone: never a second one. The clip may
-        # be in S3 already (the worker writes its result object next to it).
-        if facts.job_absent is None:
-            return Plan(need=Need.LOOKUP_JOB)
+    name = status.get("jobName")
+    # The Job's name is recorded before it is created, so a restart can never make a second
+    # Job for an attempt: a recorded Job that is gone is looked up, and if it ever existed
+    # (it ran, or its Events say so) it is recovered from S3 or fails JobLost. Only a Job
+    # whose create never reached the API server is created (again) under that name.
+    if name and facts.job_absent is None:
+        return Plan(need=Need.LOOKUP_JOB)
+    ran = status.get("phase") == Phase.RUNNING.value or int(status.get("attempts") or 0) > 0
+    if name and not ran and facts.job_existed is None:
+        return Plan(need=Need.JOB_HISTORY)
+    if name and (ran or facts.job_existed):
         if facts.recovered is None:
             return Plan(need=Need.RECOVER)
         if facts.recovered:
@@ -103,7 +111,7 @@ def _without_job(
         return fail(
             cj,
             "JobLost",
-            f"the Job {status['jobName']} disappeared before its result was recorded and the "
+            f"the Job {name} disappeared before its result was recorded and the "
             "clip is not in S3; recreate the ClipJob to run it again",
             now,
         )
@@ -112,7 +120,7 @@ def _without_job(
         return fail(cj, reason, message, now)
     if not facts.admitted:
         plan = Plan(actions=[Act.REQUEST_SLOT])
-        if status.get("reason") not in ("WaitingForSlot", "JobCreateRefused"):
+        if status.get("reason") not in ("WaitingForSlot", "JobCreateRefused", "Starting"):
             plan.status = queued(cj, "WaitingForSlot", "waiting for a free in-flight slot", now)
             plan.events.append(("Normal", "Queued", "waiting for a free in-flight slot"))
         return plan
@@ -126,7 +134,17 @@ def _without_job(
         return plan
     if not facts.upload_ready:
         return Plan(need=Need.UPLOAD)
-    return Plan(actions=[Act.CREATE_JOB], requeue_after=0)
+    plan = Plan(actions=[Act.CREATE_JOB], requeue_after=0)
+    if not name:  # recorded first (the controller writes it before the create)
+        plan.status = queued(cj, "Starting", STARTING, now)
+        plan.status["jobName"] = job_name(
+            ClipJobRef(meta_of(cj, "name"), meta_of(cj, "namespace"), meta_of(cj, "uid"))
+        )
+    return plan
+
+
+def meta_of(cj: dict[str, Any], key: str) -> str:
+    return str(cj["metadata"][key])
 
 
 # -- following the Job ---------------------------------------------------------------------

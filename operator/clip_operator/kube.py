@@ -139,6 +139,18 @@ class Kube:
                     break
         return items
 
+    async def job_has_events(self, namespace: str, name: str) -> bool:
+        """Whether a Job of this name left Events (the Job controller's): it existed."""
+        found = await self._call(
+            "GET",
+            f"/api/v1/namespaces/{namespace}/events",
+            query=[
+                ("fieldSelector", f"involvedObject.kind=Job,involvedObject.name={name}"),
+                ("limit", "1"),
+            ],
+        )
+        return bool(found.get("items"))
+
     async def list_job_pods(self, namespace: str, job_name: str) -> list[dict[str, Any]]:
         found = await self._call(
             "GET",

@@ -15,6 +15,7 @@ class Need(StrEnum):
     PODS = "pods"  # list the Job's Pods
     UPLOAD = "upload"  # presign the worker's upload (reads a tenant Secret)
     LOOKUP_JOB = "lookup-job"  # GET the Job named in status (is it really gone?)
+    JOB_HISTORY = "job-history"  # did that Job ever exist (its Events)?
     RECOVER = "recover"  # read the worker's result object from S3
     URL = "url"  # presign the download URL
     DELETE_OBJECTS = "delete-objects"  # delete the clip (deletionPolicy Delete)
@@ -39,6 +40,7 @@ class Facts:
     create_refused: tuple[int, str] | None = None  # (HTTP status, API message)
     job_conflict: str | None = None  # a same-named Job owned by something else
     job_absent: bool | None = None  # LOOKUP_JOB answer
+    job_existed: bool | None = None  # JOB_HISTORY answer
     recovered: dict[str, Any] | None = None  # RECOVER answer ({} = nothing in S3)
     url: tuple[str, str, str] | None = None  # (url, expiresAt, issuedAt)
     url_error: str | None = None

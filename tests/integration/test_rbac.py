@@ -140,6 +140,7 @@ def assert_core_rights(who: Identity, ns: str) -> None:
         ("delete", "jobs.batch"),
         ("list", "pods"),
         ("create", "events"),
+        ("list", "events"),
         ("create", "events.events.k8s.io"),
         ("patch", "events.events.k8s.io"),
     ]:

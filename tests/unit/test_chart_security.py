@@ -53,7 +53,7 @@ NAMESPACED_RULES = {
     ("mememaker.io", "clipjobs/finalizers"): {"update"},
     ("batch", "jobs"): {"create", "get", "list", "watch", "delete"},
     ("", "pods"): {"list"},
-    ("", "events"): {"create"},
+    ("", "events"): {"create", "list"},
     ("events.k8s.io", "events"): {"create", "patch"},
 }
 SECRET_GET = {("", "secrets"): {"get"}}

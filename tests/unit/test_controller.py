@@ -35,11 +35,13 @@ class FakeKube:
         self.gone: set[str] = set()  # ClipJob names whose writes 404
         self.jobs: dict[str, dict[str, Any]] = {}
         self.events: list[dict[str, Any]] = []
+        self.history: set[str] = set()  # Jobs that ever existed (their Events)
 
     async def create_job(self, namespace: str, manifest: dict[str, Any]) -> dict[str, Any]:
         if namespace in self.refuse_ns:
             raise refused(403, 'jobs "x" is forbidden: exceeded quota: no-jobs')
         self.created.append(f"{namespace}/{manifest['metadata']['name']}")
+        self.history.add(manifest["metadata"]["name"])
         job = {**manifest, "status": {}}
         job["metadata"] = {**manifest["metadata"], "uid": "job-" + manifest["metadata"]["name"]}
         self.jobs[manifest["metadata"]["name"]] = job
@@ -49,6 +51,9 @@ class FakeKube:
         if name not in self.jobs:
             raise ApiException(status=404, reason="Not Found")
         return self.jobs[name]
+
+    async def job_has_events(self, namespace: str, name: str) -> bool:
+        return name in self.history
 
     async def delete_job(self, namespace: str, name: str, propagation: str = "Foreground") -> None:
         self.jobs.pop(name, None)
@@ -307,5 +312,30 @@ def test_liveness_fails_when_the_work_queue_stops_making_progress() -> None:
             assert await asyncio.to_thread(get, port) == 200
         finally:
             await runner.cleanup()
+
+    asyncio.run(main())
+
+
+def test_the_job_name_is_recorded_before_the_create_and_a_kill_between_is_safe() -> None:
+    async def main() -> None:
+        ctl, kube, _ = make(limit=0)
+        ctl.clipjob_event("ADDED", clipjob("k", "ns", 0))
+        await drain(ctl)
+        (first_name, first_patch) = kube.patches[0]
+        assert first_name == "k" and first_patch["jobName"] and kube.created
+        job = first_patch["jobName"]
+        # Restart with the name recorded and the Job gone after it existed: no second Job.
+        ctl2, kube2, _ = make(limit=0)
+        kube2.history.add(job)
+        ctl2.clipjob_event("ADDED", clipjob("k", "ns", 0, jobName=job, reason="Starting"))
+        await drain(ctl2)
+        await settle()
+        await drain(ctl2)
+        assert kube2.created == [] and status_of(kube2, "k")["reason"] == "JobLost"
+        # Restart with the name recorded but the create never made: create it, once.
+        ctl3, kube3, _ = make(limit=0)
+        ctl3.clipjob_event("ADDED", clipjob("k", "ns", 0, jobName=job, reason="Starting"))
+        await drain(ctl3)
+        assert kube3.created == [f"ns/{job}"]
 
     asyncio.run(main())

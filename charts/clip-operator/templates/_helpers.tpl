@@ -111,10 +111,11 @@ Roles, never in the ClusterRole.
 - apiGroups: [""]
   resources: [pods]
   verbs: [list]
-# Events on ClipJobs (core/v1 and events.k8s.io/v1, which aggregates repeats by patching).
+# Events on ClipJobs (core/v1 and events.k8s.io/v1, which aggregates repeats by patching);
+# list: whether a recorded Job that is gone ever existed (its Job controller Events).
 - apiGroups: [""]
   resources: [events]
-  verbs: [create]
+  verbs: [create, list]
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]
