@@ -229,6 +229,17 @@ def _on_sigterm(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     """Run one clip job from CLIP_* environment variables; return the exit code."""
     environ = os.environ if env is None else env
+    args = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in args):
+        from clip_worker.usage import USAGE
+
+        print(USAGE, end="")
+        return 0
+    if args:
+        print(
+            f"clip-worker: takes no arguments (got {' '.join(args)}); see --help", file=sys.stderr
+        )
+        return 2
     logging.basicConfig(
         stream=sys.stderr,
         level=logging.DEBUG if environ.get("CLIP_DEBUG") else logging.INFO,

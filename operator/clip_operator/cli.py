@@ -20,9 +20,23 @@ def _version() -> str:
         return "0+unknown"
 
 
+def settings_help() -> str:
+    """Every setting: its environment variable, default and meaning (README: Configuration)."""
+    lines = ["settings (environment variables):"]
+    for name, field in OperatorConfig.model_fields.items():
+        default = field.default
+        shown = ",".join(map(str, default)) if isinstance(default, list) else default
+        lines.append(f"  {ENV_PREFIX}{name.upper()}  (default: {shown if shown != '' else '-'})")
+        if field.description:
+            lines.append(f"      {field.description}")
+    return "\n".join(lines)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clip-operator",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=settings_help(),
         description=(
             "Kubernetes operator that turns ClipJob resources into Jobs that cut video clips "
             f"and upload them to S3. Settings come from {ENV_PREFIX}* environment variables "

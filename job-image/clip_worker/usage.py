@@ -1,0 +1,41 @@
+"""`clip-worker --help`: what the worker reads (job-image/README.md has the details)."""
+
+from __future__ import annotations
+
+USAGE = """\
+usage: clip-worker [-h]
+
+Cut one clip out of a video URL and upload it to S3, as a clip-operator Job does.
+Every input is an environment variable (never a command line); the result is one JSON
+object in CLIP_TERMINATION_LOG and on stdout. Exit codes: 0 success, 1 transient
+(retried), 2 invalid input or unsupported source, 3 source gone or forbidden.
+
+required:
+  CLIP_SOURCE_URL               http(s) URL of the video page or file
+  CLIP_START, CLIP_END          seconds as decimal strings, e.g. 65.5
+  CLIP_S3_BUCKET, CLIP_S3_KEY   the destination object (reported in the result)
+  CLIP_UPLOAD_URL               presigned PUT URL for that object (made by the operator)
+
+optional:
+  CLIP_UPLOAD_HEADERS           JSON of the headers the upload URL signs
+  CLIP_RESULT_URL               presigned PUT URL for <key>.result.json
+  CLIP_SOURCE_FORMAT            yt-dlp format selector
+  CLIP_OUTPUT_FORMAT            mp4 | webm | gif | mp3 (default mp4)
+  CLIP_MODE                     accurate | fast (default accurate)
+  CLIP_MAX_HEIGHT               maximum output height in pixels
+  CLIP_MAX_CLIP_SECONDS         refuse longer clips (default 600)
+  CLIP_MAX_OUTPUT_BYTES         refuse larger outputs (default 2 GiB)
+  CLIP_MAX_SCRATCH_BYTES        cap on the downloaded segment (default 2x the output limit)
+  CLIP_NETWORK_TIMEOUT_SECONDS  timeout of every network step (default 30)
+  CLIP_PROCESS_TIMEOUT_SECONDS  deadline of each FFmpeg/ffprobe run (default 900)
+  CLIP_ALLOW_PRIVATE_NETWORKS   CIDRs a source may resolve into although private
+  CLIP_ALLOW_PORTS              ports a source may use besides 80 and 443
+  CLIP_WORK_DIR                 scratch directory (default /scratch)
+  CLIP_TERMINATION_LOG          where the result JSON goes (default /dev/termination-log)
+  CLIP_OUTPUT_FILENAME          file name for Content-Disposition
+  CLIP_DEBUG                    any value: log FFmpeg commands and fetched URLs
+
+legacy, standalone use without the operator (credentials in the Pod: not how Jobs run):
+  CLIP_S3_ENDPOINT, CLIP_S3_REGION, CLIP_S3_ADDRESSING_STYLE, AWS_ACCESS_KEY_ID,
+  AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN
+"""
