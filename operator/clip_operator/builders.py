@@ -51,6 +51,12 @@ class UploadTarget:
     result_url: str
 
 
+def ref_of(body: dict[str, Any]) -> ClipJobRef:
+    """The identity of a ClipJob object."""
+    meta = body["metadata"]
+    return ClipJobRef(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
+
+
 # Finished Jobs live at least this long, so their Pods' results reach status first.
 MIN_TTL_SECONDS_AFTER_FINISHED = 60
 

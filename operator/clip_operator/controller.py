@@ -25,6 +25,7 @@ from .builders import (
     UploadTarget,
     build_job,
     owner_reference,
+    ref_of,
 )
 from .cache import Cache, job_finished, owner_uid
 from .config import OperatorConfig
@@ -42,11 +43,6 @@ from .workqueue import Result, WorkQueue
 
 log = logging.getLogger("clip_operator")
 NETWORK_POLICY_NAME = "clip-worker-egress"
-
-
-def ref_of(body: dict[str, Any]) -> ClipJobRef:
-    meta = body["metadata"]
-    return ClipJobRef(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
 
 
 def api_message(exc: ApiException) -> str:

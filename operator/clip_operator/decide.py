@@ -11,7 +11,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from .builders import ClipJobRef, job_name
+from .builders import job_name, ref_of
+from .cache import job_finished
 from .lifecycle import deleting, keep_url
 from .models import TERMINAL_PHASES, ClipJobSpec, InvalidSpec, Phase, parse_spec
 from .outcomes import (
@@ -137,14 +138,8 @@ def _without_job(
     plan = Plan(actions=[Act.CREATE_JOB], requeue_after=0)
     if not name:  # recorded first (the controller writes it before the create)
         plan.status = queued(cj, "Starting", STARTING, now)
-        plan.status["jobName"] = job_name(
-            ClipJobRef(meta_of(cj, "name"), meta_of(cj, "namespace"), meta_of(cj, "uid"))
-        )
+        plan.status["jobName"] = job_name(ref_of(cj))
     return plan
-
-
-def meta_of(cj: dict[str, Any], key: str) -> str:
-    return str(cj["metadata"][key])
 
 
 # -- following the Job ---------------------------------------------------------------------
@@ -160,10 +155,7 @@ def _with_job(
 ) -> Plan:
     status = cj.get("status") or {}
     st = job.get("status") or {}
-    finished = any(
-        c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
-        for c in st.get("conditions") or []
-    )
+    finished = job_finished(job)
     active_not_ready = not finished and int(st.get("active") or 0) > 0 and not st.get("ready")
     requeue: float | None = None
     if finished and pods is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from .cache import job_finished
 from .models import InvalidSpec, Phase, parse_spec
 from .plan import FINALIZER, Act, Facts, Need, Plan, Settings
 from .status import build_conditions, now_iso, parse_time
@@ -151,7 +152,7 @@ def deleting(
         return Plan(actions=[Act.WITHDRAW, Act.REMOVE_FINALIZER])
     if not ((spec.storage and spec.storage.bucket) or settings.default_bucket):
         return Plan(actions=[Act.WITHDRAW, Act.REMOVE_FINALIZER])
-    if job is not None and not _finished(job):
+    if job is not None and not job_finished(job):
         # Foreground: the Job stays until its Pods are gone, so no upload can land after
         # the object delete below. Its DELETED event brings us back.
         if job["metadata"].get("deletionTimestamp"):
@@ -183,11 +184,4 @@ def deleting(
         events=[
             ("Warning", "DeleteAbandoned", f"gave up deleting the clip from S3 {why}: {error}")
         ],
-    )
-
-
-def _finished(job: dict[str, Any]) -> bool:
-    return any(
-        c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
-        for c in (job.get("status") or {}).get("conditions") or []
     )

@@ -19,6 +19,7 @@ from .builders import LABEL_MANAGED_BY, MANAGED_BY
 from .cache import job_finished, slim_clipjob, slim_job
 from .controller import Controller
 from .memory import release_memory
+from .status import parse_time
 from .workqueue import serve
 
 log = logging.getLogger("clip_operator")
@@ -89,9 +90,8 @@ def update_gauges(controller: Controller) -> None:
     metrics.WORKQUEUE_DELAYED.set(controller.queue.delayed())
     oldest = 0.0
     for job in running:
-        created = (job.get("metadata") or {}).get("creationTimestamp")
-        if created:
-            start = datetime.fromisoformat(created.replace("Z", "+00:00"))
+        start = parse_time((job.get("metadata") or {}).get("creationTimestamp"))
+        if start:
             oldest = max(oldest, (now - start).total_seconds())
     metrics.OLDEST_INFLIGHT_AGE.set(oldest)
 
