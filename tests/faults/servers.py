@@ -29,10 +29,9 @@ from tests.plugins.s3 import (
     DEFAULT_ACCESS_KEY,
     DEFAULT_REGION,
     DEFAULT_SECRET_KEY,
-    HEALTH_PATH,
     S3Server,
-    _answers,
     _free_port,
+    _start,
     _stop,
     _versitygw_binary,
 )
@@ -51,41 +50,10 @@ class StoppableS3:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30) -> None:
-        import time
-
-        data, sidecar = self.root / "data", self.root / "sidecar"
-        data.mkdir(parents=True, exist_ok=True)
-        sidecar.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "ROOT_ACCESS_KEY": DEFAULT_ACCESS_KEY}
-        env["ROOT_SECRET_KEY"] = DEFAULT_SECRET_KEY
-        with (self.root / "versitygw.log").open("ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    str(self.binary),
-                    "--port",
-                    f"127.0.0.1:{self.port}",
-                    "--region",
-                    DEFAULT_REGION,
-                    "--health",
-                    HEALTH_PATH,
-                    "posix",
-                    "--sidecar",
-                    str(sidecar),
-                    str(data),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                break
-            if _answers(self.server.endpoint):
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"versitygw did not (re)start on {self.server.endpoint}")
+        """(Re)start versitygw on the same port and data, so URLs and objects survive."""
+        self.proc, _ = _start(
+            self.binary, self.root, self.root / "versitygw.log", port=self.port, timeout=timeout
+        )
 
     def stop(self) -> None:
         if self.proc is not None:

@@ -114,7 +114,14 @@ def _versitygw_binary() -> Path:
     return Path(lines[-1])
 
 
-def _start(binary: Path, root: Path, log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+def _start(
+    binary: Path,
+    root: Path,
+    log_path: Path,
+    port: int | None = None,
+    timeout: float = START_TIMEOUT_SECONDS,
+) -> tuple[subprocess.Popen[bytes], str]:
+    """versitygw on 127.0.0.1 (a free port, or `port` to restart on the same one)."""
     data, sidecar = root / "data", root / "sidecar"
     data.mkdir(parents=True, exist_ok=True)
     sidecar.mkdir(parents=True, exist_ok=True)
@@ -123,7 +130,7 @@ def _start(binary: Path, root: Path, log_path: Path) -> tuple[subprocess.Popen[b
         "ROOT_ACCESS_KEY": DEFAULT_ACCESS_KEY,
         "ROOT_SECRET_KEY": DEFAULT_SECRET_KEY,
     }
-    port = _free_port()
+    port = port or _free_port()
     endpoint = f"http://127.0.0.1:{port}"
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
@@ -145,7 +152,7 @@ def _start(binary: Path, root: Path, log_path: Path) -> tuple[subprocess.Popen[b
             stderr=subprocess.STDOUT,
             env=env,
         )
-    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             break
