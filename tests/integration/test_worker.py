@@ -21,6 +21,8 @@ from tests.plugins.media import (
     media_duration,
     psnr,
     run_worker,
+    s3_target,
+    worker_env,
 )
 
 pytestmark = pytest.mark.integration
@@ -39,28 +41,10 @@ CODECS = {"mp4": "h264", "webm": "vp9", "gif": "gif", "mp3": "mp3"}
 def _env(
     server: MediaHTTPServer, path: str, start: float, end: float, **extra: str
 ) -> dict[str, str]:
-    env = {
-        "CLIP_SOURCE_URL": f"{server.url}/{path}",
-        "CLIP_START": f"{start:g}",
-        "CLIP_END": f"{end:g}",
-        "CLIP_OUTPUT_FORMAT": "mp4",
-        "CLIP_MODE": "accurate",
-        "CLIP_ALLOW_PRIVATE_NETWORKS": "127.0.0.0/8",
-        "CLIP_ALLOW_PORTS": str(server.server_address[1]),
-        "CLIP_NETWORK_TIMEOUT_SECONDS": "10",
-        "CLIP_S3_BUCKET": "clips",
-        "CLIP_S3_KEY": "media/clip",
-        # Unreachable on purpose: tests that fail before the upload never touch S3.
-        "CLIP_S3_ENDPOINT": "http://127.0.0.1:9",
-        "AWS_ACCESS_KEY_ID": "none",
-        "AWS_SECRET_ACCESS_KEY": "none",
-    }
-    env.update(extra)
-    return env
+    return worker_env(f"{server.url}/{path}", start, end, **extra)
 
 
-def _s3_env(s3_server: Any, bucket: str, key: str) -> dict[str, str]:
-    return {**s3_server.env(), "CLIP_S3_BUCKET": bucket, "CLIP_S3_KEY": key}
+_s3_env = s3_target
 
 
 def _download(s3_server: Any, bucket: str, key: str, to: Path) -> dict[str, Any]:

@@ -35,6 +35,8 @@ from tests.plugins.media import (
     media_duration,
     psnr,
     run_worker,
+    s3_target,
+    worker_env,
 )
 
 pytestmark = pytest.mark.integration
@@ -44,30 +46,7 @@ SCRATCH_NAMES = ("segment.mkv", "clip.mp4", "clip.webm", "part0", "part1", "part
                  "parts.ffconcat", "/scratch/", "/clip-")  # fmt: skip
 
 
-def _env(url: str, start: float, end: float, fmt: str = "mp4", mode: str = "accurate",
-         **extra: str) -> dict[str, str]:  # fmt: skip
-    env = {
-        "CLIP_SOURCE_URL": url,
-        "CLIP_START": f"{start:g}",
-        "CLIP_END": f"{end:g}",
-        "CLIP_OUTPUT_FORMAT": fmt,
-        "CLIP_MODE": mode,
-        "CLIP_ALLOW_PRIVATE_NETWORKS": "127.0.0.0/8",
-        "CLIP_ALLOW_PORTS": url.split("/")[2].rpartition(":")[2],  # the media server's port
-        "CLIP_NETWORK_TIMEOUT_SECONDS": "10",
-        "CLIP_S3_BUCKET": "clips",
-        "CLIP_S3_KEY": "media/clip",
-        # Unreachable on purpose: tests that fail before the upload never touch S3.
-        "CLIP_S3_ENDPOINT": "http://127.0.0.1:9",
-        "AWS_ACCESS_KEY_ID": "none",
-        "AWS_SECRET_ACCESS_KEY": "none",
-    }
-    env.update(extra)
-    return env
-
-
-def _s3(s3_server: Any, bucket: str, key: str) -> dict[str, str]:
-    return {**s3_server.env(), "CLIP_S3_BUCKET": bucket, "CLIP_S3_KEY": key}
+_env, _s3 = worker_env, s3_target
 
 
 def _fetch(s3_server: Any, bucket: str, key: str, to: Path) -> Path:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.mediaserver import MediaHTTPServer
-from tests.plugins.media import MediaSet, run_worker
+from tests.plugins.media import MediaSet, run_worker, s3_target, worker_env
 
 pytestmark = pytest.mark.integration
 
@@ -38,19 +38,7 @@ def gap_server(media: MediaSet, tmp_path_factory: pytest.TempPathFactory) -> Ite
 def test_a_missing_hls_segment_fails_and_uploads_nothing(
     mode: str, gap_server: str, s3_server: Any, s3_bucket: str, tmp_path: Path
 ) -> None:
-    env = {
-        "CLIP_SOURCE_URL": gap_server,
-        "CLIP_START": "0.5",
-        "CLIP_END": "1.5",
-        "CLIP_OUTPUT_FORMAT": "mp4",
-        "CLIP_MODE": mode,
-        "CLIP_ALLOW_PRIVATE_NETWORKS": "127.0.0.0/8",
-        "CLIP_ALLOW_PORTS": gap_server.split("/")[2].rpartition(":")[2],
-        "CLIP_NETWORK_TIMEOUT_SECONDS": "10",
-        **s3_server.env(),
-        "CLIP_S3_BUCKET": s3_bucket,
-        "CLIP_S3_KEY": "gap.mp4",
-    }
+    env = worker_env(gap_server, 0.5, 1.5, mode=mode, **s3_target(s3_server, s3_bucket, "gap.mp4"))
     run = run_worker(env, tmp_path)
     assert run.returncode in (1, 3), (run.returncode, run.result, run.stderr[-1500:])
     assert run.result.get("reason") in ("SourceNotFound", "NetworkError"), run.result

@@ -195,6 +195,35 @@ class WorkerRun:
     stderr: str
 
 
+def worker_env(
+    url: str, start: float, end: float, fmt: str = "mp4", mode: str = "accurate", **extra: str
+) -> dict[str, str]:
+    """A worker's CLIP_* inputs for a source on the local media server (its port allowed)."""
+    env = {
+        "CLIP_SOURCE_URL": url,
+        "CLIP_START": f"{start:g}",
+        "CLIP_END": f"{end:g}",
+        "CLIP_OUTPUT_FORMAT": fmt,
+        "CLIP_MODE": mode,
+        "CLIP_ALLOW_PRIVATE_NETWORKS": "127.0.0.0/8",
+        "CLIP_ALLOW_PORTS": url.split("/")[2].rpartition(":")[2],  # the media server's port
+        "CLIP_NETWORK_TIMEOUT_SECONDS": "10",
+        "CLIP_S3_BUCKET": "clips",
+        "CLIP_S3_KEY": "media/clip",
+        # Unreachable on purpose: tests that fail before the upload never touch S3.
+        "CLIP_S3_ENDPOINT": "http://127.0.0.1:9",
+        "AWS_ACCESS_KEY_ID": "none",
+        "AWS_SECRET_ACCESS_KEY": "none",
+    }
+    env.update(extra)
+    return env
+
+
+def s3_target(s3_server: Any, bucket: str, key: str) -> dict[str, str]:
+    """Upload to this object of the test S3 server."""
+    return {**s3_server.env(), "CLIP_S3_BUCKET": bucket, "CLIP_S3_KEY": key}
+
+
 def run_worker(env: Mapping[str, str], tmp: Path, timeout: float = 300) -> WorkerRun:
     """Run `python -m clip_worker` as a subprocess with CLIP_* env vars."""
     log = tmp / "termination-log"
