@@ -102,3 +102,10 @@ class Admission:
 
     def in_flight(self) -> int:
         return len(self.holding)
+
+    def waiting_by_namespace(self) -> dict[str, int]:
+        """How many ClipJobs wait for a slot, per namespace (for the per-namespace gauge)."""
+        counts: dict[str, int] = {}
+        for entry in self._waiting.values():
+            counts[entry.namespace] = counts.get(entry.namespace, 0) + 1
+        return counts
