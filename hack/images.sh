@@ -10,9 +10,12 @@
 #   hack/images.sh sizes   print the image sizes
 #   hack/images.sh save DIR   write each image as DIR/<name>.tar (for `ctr images import`)
 #   hack/images.sh stop    stop the dockerd this script started (by its PID), nothing else
+#   hack/images.sh mirrors print the Debian and security mirrors debootstrap would use
 #
 # Settings: CLIP_BASE_IMAGE (another base skips debootstrap, e.g. debian:bookworm-slim),
-# CLIP_JOB_IMAGE, CLIP_OPERATOR_IMAGE, CLIP_DEBIAN_MIRROR, CLIP_BUILD_CA_BUNDLE (a CA
+# CLIP_JOB_IMAGE, CLIP_OPERATOR_IMAGE, CLIP_DEBIAN_MIRROR and CLIP_DEBIAN_SECURITY_MIRROR
+# (default: the bookworm and bookworm-security mirrors of this machine's apt sources, read
+# by hack/apt-mirror.sh from CLIP_APT_DIR, default /etc/apt), CLIP_BUILD_CA_BUNDLE (a CA
 # bundle handed to pip inside the build as a BuildKit secret, when the file exists),
 # CLIP_DOCKER_STATE (dockerd's PID file and log), CLIP_CACHE.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -20,8 +23,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 BASE_IMAGE="${CLIP_BASE_IMAGE:-clip-base:bookworm}"
 JOB_IMAGE="${CLIP_JOB_IMAGE:-clip-job:dev}"
 OPERATOR_IMAGE="${CLIP_OPERATOR_IMAGE:-clip-operator:dev}"
-DEBIAN_MIRROR="${CLIP_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 DEBIAN_SUITE=bookworm
+# Debian's own redirector, only when neither CLIP_DEBIAN_MIRROR nor this machine's apt
+# sources name a bookworm mirror (debian_mirrors says so when it uses it).
+FALLBACK_MIRROR=http://deb.debian.org/debian
 CA_BUNDLE="${CLIP_BUILD_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}"
 DOCKER_STATE="${CLIP_DOCKER_STATE:-$REPO_ROOT/.cluster/docker}"
 STARTED_PID_FILE="$DOCKER_STATE/dockerd.started-by-images.pid"
@@ -113,6 +118,27 @@ stop_docker() {
 
 image_exists() { "${DOCKER[@]}" image inspect "$1" >/dev/null 2>&1; }
 
+# DEBIAN_MIRROR and SECURITY_MIRROR for debootstrap and the image's apt sources: the
+# mirror this machine's apt uses (a corporate mirror too), unless CLIP_DEBIAN_MIRROR
+# (and CLIP_DEBIAN_SECURITY_MIRROR) say otherwise.
+debian_mirrors() {
+  if [[ -n "${CLIP_DEBIAN_MIRROR:-}" ]]; then
+    DEBIAN_MIRROR="${CLIP_DEBIAN_MIRROR%/}"
+    log "Debian mirror: $DEBIAN_MIRROR (CLIP_DEBIAN_MIRROR)"
+  elif DEBIAN_MIRROR="$("$HACK_DIR/apt-mirror.sh" "$DEBIAN_SUITE" "${CLIP_APT_DIR:-/etc/apt}")"; then
+    log "Debian mirror: $DEBIAN_MIRROR (from this machine's apt sources; CLIP_DEBIAN_MIRROR overrides)"
+  else
+    DEBIAN_MIRROR="$FALLBACK_MIRROR"
+    log "Debian mirror: no $DEBIAN_SUITE source in ${CLIP_APT_DIR:-/etc/apt}/sources.list{,.d}; using $DEBIAN_MIRROR (set CLIP_DEBIAN_MIRROR to use another)"
+  fi
+  if [[ -n "${CLIP_DEBIAN_SECURITY_MIRROR:-}" ]]; then
+    SECURITY_MIRROR="${CLIP_DEBIAN_SECURITY_MIRROR%/}"
+  elif [[ -n "${CLIP_DEBIAN_MIRROR:-}" ]] \
+    || ! SECURITY_MIRROR="$("$HACK_DIR/apt-mirror.sh" "$DEBIAN_SUITE-security" "${CLIP_APT_DIR:-/etc/apt}")"; then
+    SECURITY_MIRROR="${DEBIAN_MIRROR%/debian}/debian-security"
+  fi
+}
+
 build_rootfs() {
   if [[ -s "$ROOTFS_TAR" ]]; then
     log "rootfs: cached at $ROOTFS_TAR"
@@ -123,6 +149,7 @@ build_rootfs() {
     DEBIAN_FRONTEND=noninteractive apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
   }
+  debian_mirrors
   local work
   work="$(mktemp -d "${TMPDIR:-/tmp}/clip-rootfs.XXXXXX")"
   log "rootfs: debootstrap --variant=minbase $DEBIAN_SUITE $work/rootfs $DEBIAN_MIRROR (a few minutes cold)"
@@ -141,7 +168,7 @@ Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 
 Types: deb
-URIs: ${DEBIAN_MIRROR%/debian}/debian-security
+URIs: $SECURITY_MIRROR
 Suites: $DEBIAN_SUITE-security
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
@@ -259,5 +286,6 @@ case "${1:-all}" in
   sizes) need_daemon && sizes ;;
   save) need_daemon && save "${2:-}" ;;
   stop) stop_docker ;;
-  *) die "usage: hack/images.sh [all|docker|base|job|operator|sizes|save DIR|stop]" ;;
+  mirrors) debian_mirrors && printf '%s\n%s\n' "$DEBIAN_MIRROR" "$SECURITY_MIRROR" ;;
+  *) die "usage: hack/images.sh [all|docker|base|job|operator|sizes|save DIR|stop|mirrors]" ;;
 esac
