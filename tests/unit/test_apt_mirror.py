@@ -58,7 +58,7 @@ def test_one_line_sources_with_options_comments_and_deb_src(tmp_path: Path) -> N
     text = """\
 # deb http://commented.example/debian bookworm main
 deb-src http://src-only.example/debian bookworm main
-deb [arch=amd64 signed-by=/usr/share/keyrings/debian.gpg] http://mirror.corp.example/debian bookworm main contrib
+deb [arch=amd64 signed-by=/etc/k.gpg] http://mirror.corp.example/debian bookworm main contrib
 deb [ arch=amd64 ] http://mirror.corp.example/debian-security bookworm-security main
 """
     root = apt_dir(tmp_path, {"sources.list": text})
@@ -87,8 +87,8 @@ Suites: bookworm
         tmp_path,
         {
             # A suite that only starts with the name, and a file apt itself ignores.
-            "sources.list.d/a-updates.list": "deb http://updates.example/debian bookworm-updates main\n",
-            "sources.list.d/b.list.disabled-by-farm": "deb http://ignored.example/debian bookworm main\n",
+            "sources.list.d/a-updates.list": "deb http://up.example/d bookworm-updates main\n",
+            "sources.list.d/b.list.disabled-by-farm": "deb http://off.example/d bookworm main\n",
             "sources.list.d/c.sources": sources,
         },
     )
@@ -100,10 +100,10 @@ def test_sources_list_first_then_the_directory_in_name_order(tmp_path: Path) -> 
         tmp_path,
         {
             "sources.list.d/20-b.list": "deb http://b.example/debian bookworm main\n",
-            "sources.list.d/10-a.sources": "Types: deb\nURIs: http://a.example/debian\nSuites: bookworm\n",
+            "sources.list.d/10-a.sources": "Types: deb\nURIs: http://a.example/d\nSuites: bookworm",
         },
     )
-    assert mirror(root).stdout == "http://a.example/debian\n"
+    assert mirror(root).stdout == "http://a.example/d\n"
     (root / "sources.list").write_text("deb http://main.example/debian bookworm main\n")
     assert mirror(root).stdout == "http://main.example/debian\n"
 
