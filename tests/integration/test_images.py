@@ -202,3 +202,45 @@ def test_operator_image_starts_its_cli(docker: str, operator_image: str) -> None
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
     assert "usage: clip-operator run" in out.stdout
+
+
+def _dockerfile_pin(name: str) -> str:
+    """The version job-image/Dockerfile pins (ARG NAME=VERSION)."""
+    for line in (REPO_ROOT / "job-image" / "Dockerfile").read_text().splitlines():
+        if line.startswith(f"ARG {name}="):
+            return line.split("=", 1)[1].strip()
+    raise AssertionError(f"job-image/Dockerfile pins no {name}")
+
+
+def _restricted_run(docker: str, image: str, entrypoint: str, *args: str) -> str:
+    out = subprocess.run(
+        [docker, "run", "--rm", "--network", "none", "--user", NONROOT, "--read-only",
+         "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+         "--tmpfs", "/scratch:rw,size=64m,uid=65532,gid=65532,mode=0700",
+         "--entrypoint", entrypoint, image, *args],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    return out.stdout + out.stderr
+
+
+def test_job_image_yt_dlp_sees_deno_and_the_challenge_solver(docker: str, job_image: str) -> None:
+    # YouTube needs a JavaScript runtime and yt-dlp-ejs; without them yt-dlp --verbose says
+    # "JS runtimes: none" and YouTube formats fail. Versions are the Dockerfile's pins.
+    versions = {
+        k: _dockerfile_pin(k) for k in ("YT_DLP_VERSION", "YT_DLP_EJS_VERSION", "DENO_VERSION")
+    }
+    text = _restricted_run(
+        docker,
+        job_image,
+        "yt-dlp",
+        "--verbose",
+        "--ignore-config",
+        "--simulate",
+        "http://127.0.0.1:9/",
+    )
+    assert f"yt-dlp version stable@{versions['YT_DLP_VERSION']} " in text, text[-3000:]
+    assert f"[debug] JS runtimes: deno-{versions['DENO_VERSION']}\n" in text, text[-3000:]
+    assert f"yt_dlp_ejs-{versions['YT_DLP_EJS_VERSION']}" in text, text[-3000:]
+    # The runtime runs under the Pod's restricted context (non-root, read-only root).
+    text = _restricted_run(docker, job_image, "deno", "eval", "console.log(6 * 7)")
+    assert text.strip().splitlines()[-1] == "42", text[-2000:]
