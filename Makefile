@@ -10,7 +10,10 @@ PYTEST_ARGS ?=
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
 
-setup: ## install Debian and Python packages, build the Go binaries and the images (cached)
+deps: ## install the Debian packages the tests, demo and images need (only the missing ones; hack/deps.sh)
+	hack/deps.sh --images
+
+setup: ## Python packages (.venv), Go binaries, images (cached); runs `make deps` only when a package is missing
 	hack/setup.sh --images
 
 lint: ## ruff check, ruff format --check, mypy
@@ -68,4 +71,4 @@ demo: ## the quick start: a real clip, end to end, on the local cluster
 demo-down: ## tear the demo down
 	hack/demo down
 
-.PHONY: help setup lint test e2e test-unit test-integration cluster-up cluster-down s3-up s3-down images helm chart-sync chart-test bench-operator demo demo-down
+.PHONY: help deps setup lint test e2e test-unit test-integration cluster-up cluster-down s3-up s3-down images helm chart-sync chart-test bench-operator demo demo-down

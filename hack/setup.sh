@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything the tests and the demo need, from nothing; fast when already done.
-#   Debian packages: ffmpeg (worker), prometheus (promtool + server for the observability
-#   tier), curl/openssl (hack/cluster), debootstrap + docker.io (images, when wanted).
+#   Debian packages: hack/deps.sh (`make deps`), called only when one is missing: ffmpeg,
+#   prometheus, curl, openssl, python3-venv; debootstrap + docker.io with --images.
 #   Python: this project with its dev extras (pip install -e ".[dev]") in the project
 #   virtualenv .venv (CLIP_VENV), never the global interpreter.
 #   Go-built binaries (cached in $CLIP_CACHE): etcd, kube-apiserver, kube-controller-manager,
@@ -18,35 +18,19 @@ for arg in "$@"; do
   esac
 done
 
-apt_pkgs=()
-command -v ffmpeg >/dev/null || apt_pkgs+=(ffmpeg)
-command -v promtool >/dev/null || apt_pkgs+=(prometheus)
-command -v curl >/dev/null || apt_pkgs+=(curl)
-command -v openssl >/dev/null || apt_pkgs+=(openssl)
-if (( want_images )); then
-  command -v debootstrap >/dev/null || apt_pkgs+=(debootstrap)
-  command -v dockerd >/dev/null || apt_pkgs+=(docker.io)
-fi
-if (( ${#apt_pkgs[@]} )); then
-  command -v apt-get >/dev/null || die "missing ${apt_pkgs[*]} and no apt-get: install them yourself"
-  log "installing Debian packages: ${apt_pkgs[*]}"
-  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
-  $SUDO apt-get update -q >&2
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${apt_pkgs[@]}" >&2
+# System packages: a separate step (`make deps`, hack/deps.sh), run here only when one is
+# missing; it prints one line naming what it installs.
+deps_args=()
+(( want_images )) && deps_args+=(--images)
+if [[ -n "$("$HACK_DIR/deps.sh" --missing "${deps_args[@]}")" ]]; then
+  "$HACK_DIR/deps.sh" "${deps_args[@]}"
 else
-  log "Debian packages: present"
+  log "Debian packages: present (make deps)"
 fi
 
 if [ ! -x "$VENV/bin/python3" ]; then
   log "creating the project virtualenv $VENV (python3 -m venv)"
-  if ! python3 -m venv "$VENV" >&2; then
-    # Debian's own python3 keeps venv/ensurepip in a package of its own.
-    command -v apt-get >/dev/null || die "python3 -m venv failed and there is no apt-get: install python3-venv"
-    SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
-    log "installing Debian package python3-venv"
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends python3-venv >&2
-    rm -rf "$VENV" && python3 -m venv "$VENV" >&2
-  fi
+  python3 -m venv "$VENV" >&2 || die "python3 -m venv failed: make deps installs python3-venv"
 fi
 use_venv
 stamp="$CLIP_CACHE/pip-$(sha256sum "$REPO_ROOT/pyproject.toml" | cut -c1-12)-$(python3 -c 'import sys;print(sys.prefix.replace("/","_"))')"
