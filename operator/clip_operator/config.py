@@ -12,7 +12,14 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from .models import MAX_CLIP_SECONDS, MAX_URL_EXPIRES_SECONDS
 
@@ -41,6 +48,27 @@ class OperatorConfig(BaseModel):
         default=None, description="Endpoint used in presigned URLs if users reach S3 elsewhere"
     )
     in_flight_limit: int = Field(default=10, ge=0, description="Jobs running at once; 0 = no limit")
+    namespace_in_flight_limit: int = Field(
+        default=0,
+        ge=0,
+        description="Jobs one namespace may run at once; 0 = only the global limit",
+    )
+    namespace_in_flight_limits: str | None = Field(
+        default=None,
+        description='JSON object overriding the per-namespace limit, e.g. {"team-a": 20}',
+    )
+    clipjob_ttl_seconds_after_finished: int = Field(
+        default=0,
+        ge=0,
+        description="Delete ClipJobs this long after they finish unless their spec sets "
+        "ttlSecondsAfterFinished; 0 = keep them",
+    )
+    url_refresh_horizon_seconds: int = Field(
+        default=7 * 86400,
+        ge=0,
+        description="Stop refreshing the download URL of a ClipJob without a TTL this long "
+        "after it finished (bounds status writes); 0 = refresh forever",
+    )
     default_url_expires_seconds: int = Field(default=3600, ge=60, le=MAX_URL_EXPIRES_SECONDS)
     url_refresh_fraction: float = Field(
         default=0.2, gt=0, lt=1, description="Refresh a URL when this fraction of its life remains"
@@ -61,6 +89,12 @@ class OperatorConfig(BaseModel):
     job_memory_request: str = Field(default="256Mi", pattern=QUANTITY_PATTERN)
     job_memory_limit: str = Field(default="1Gi", pattern=QUANTITY_PATTERN)
     job_scratch_size: str = Field(default="4Gi", pattern=QUANTITY_PATTERN)
+    log_format: str = Field(
+        default="text",
+        pattern="^(text|json)$",
+        description="Log output: text, or json (one object per line; ClipJob lines carry "
+        "namespace, name and uid); `run --log-format` overrides",
+    )
     metrics_port: int = Field(default=8080, ge=0, le=65535)
     health_port: int = Field(default=8081, ge=0, le=65535)
     loop_interval_seconds: float = Field(default=5.0, gt=0, le=300)
@@ -83,11 +117,76 @@ class OperatorConfig(BaseModel):
     stall_seconds: float = Field(
         default=300, ge=5, description="Liveness fails when the work queue makes no progress"
     )
+    notify_url: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="Default webhook (CloudEvents POST on Succeeded/Failed) for ClipJobs "
+        "without spec.notify; its host may be private",
+    )
+    notify_secret: str | None = Field(
+        default=None,
+        description="namespace/name of the Secret whose key signingKey signs the default "
+        "webhook's requests (HMAC-SHA256); empty = unsigned",
+    )
+    notify_allowed_hosts: list[str] = Field(
+        default=[],
+        description="Host names or CIDRs a ClipJob's webhook may reach although private or "
+        "loopback (link-local and metadata addresses never)",
+    )
+    notify_retry_seconds: float = Field(
+        default=600,
+        ge=0,
+        le=86400,
+        description="How long after a ClipJob finished its webhook is retried (5xx, 429, "
+        "connection errors)",
+    )
+    notify_timeout_seconds: float = Field(
+        default=10, gt=0, le=120, description="Total time limit of one webhook request"
+    )
+    notify_connect_timeout_seconds: float = Field(
+        default=5, gt=0, le=60, description="Time limit to resolve and connect to a webhook"
+    )
     delete_retry_limit_seconds: int = Field(
         default=3600,
         ge=0,
         description="How long deletion waits for S3 object removal before giving up",
     )
+    leader_election: bool = Field(
+        default=False,
+        description="Reconcile only while holding a coordination.k8s.io Lease (several "
+        "replicas: one leads, the others stand by warm); the chart turns it on",
+    )
+    lease_name: str = Field(default="clip-operator", min_length=1, max_length=253)
+    lease_namespace: str | None = Field(
+        default=None, description="Namespace of the Lease; default: the operator Pod's own"
+    )
+    lease_duration_seconds: float = Field(
+        default=15, ge=1, le=300, description="A standby takes over a Lease not renewed this long"
+    )
+    renew_deadline_seconds: float = Field(
+        default=10, gt=0, description="The leader steps down when it cannot renew for this long"
+    )
+    retry_period_seconds: float = Field(
+        default=2, gt=0, description="How often the leader renews and a standby tries to acquire"
+    )
+
+    @field_validator("renew_deadline_seconds")
+    @classmethod
+    def _renew(cls, value: float, info: ValidationInfo) -> float:
+        duration = info.data.get("lease_duration_seconds")
+        if duration is not None and value >= duration:
+            raise ValueError(f"must be shorter than the lease duration ({duration:g} s)")
+        return value
+
+    @field_validator("retry_period_seconds")
+    @classmethod
+    def _retry(cls, value: float, info: ValidationInfo) -> float:
+        deadline = info.data.get("renew_deadline_seconds")
+        if deadline is not None and value * 1.2 >= deadline:
+            raise ValueError(
+                f"times 1.2 (jitter) must be shorter than the renew deadline ({deadline:g} s)"
+            )
+        return value
 
     @field_validator("worker_network_policy")
     @classmethod
@@ -112,6 +211,60 @@ class OperatorConfig(BaseModel):
                 normalise(url)
             except EndpointRefused as exc:
                 raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("namespace_in_flight_limits")
+    @classmethod
+    def _ns_limits(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            limits = json.loads(value)
+        except ValueError as exc:
+            raise ValueError(f"not JSON: {exc}") from None
+        if not isinstance(limits, dict) or not all(
+            isinstance(k, str) and type(v) is int and v >= 0 for k, v in limits.items()
+        ):
+            raise ValueError('must be a JSON object of namespace: limit (>= 0), e.g. {"a": 5}')
+        return value
+
+    def namespace_limits(self) -> dict[str, int]:
+        if not self.namespace_in_flight_limits:
+            return {}
+        return dict(json.loads(self.namespace_in_flight_limits))
+
+    @field_validator("notify_url")
+    @classmethod
+    def _notify_url(cls, value: str | None) -> str | None:
+        from urllib.parse import urlsplit
+
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
+            raise ValueError("must be an http(s) URL with a host and no user:password@")
+        return value
+
+    @field_validator("notify_secret")
+    @classmethod
+    def _notify_secret(cls, value: str | None) -> str | None:
+        import re
+
+        if value is not None and not re.fullmatch(r"[a-z0-9]([-a-z0-9]*)/[a-z0-9]([-.a-z0-9]*)", value):
+            raise ValueError("must be namespace/name of a Secret, e.g. clip-system/webhook-key")
+        return value
+
+    @field_validator("notify_allowed_hosts")
+    @classmethod
+    def _notify_hosts(cls, value: list[str]) -> list[str]:
+        import re
+
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                if not re.fullmatch(r"[A-Za-z0-9]([-.A-Za-z0-9]*[A-Za-z0-9])?\.?", entry):
+                    raise ValueError(f"{entry!r} is neither a host name nor a CIDR") from None
         return value
 
     def network_policy_spec(self) -> dict[str, Any] | None:
@@ -143,7 +296,13 @@ class ConfigError(ValueError):
     """A bad operator setting; the message names the environment variable."""
 
 
-_LIST_FIELDS = {"namespaces", "allow_private_networks", "allow_ports", "s3_allowed_endpoints"}
+_LIST_FIELDS = {
+    "namespaces",
+    "allow_private_networks",
+    "allow_ports",
+    "s3_allowed_endpoints",
+    "notify_allowed_hosts",
+}
 
 
 def load_config(environ: Mapping[str, str] | None = None) -> OperatorConfig:

@@ -16,7 +16,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from . import metrics
+from . import logs, metrics
 from .admission import Admission, QueueEntry
 from .builders import (
     LABEL_MANAGED_BY,
@@ -39,6 +39,7 @@ from .plan import FINALIZER, Act, Facts, Need, Plan, Settings
 from .presign import Presigner
 from .s3ops import S3Ops
 from .status import parse_time, status_changes
+from .webhook import Notifier
 from .workqueue import Result, WorkQueue
 
 log = logging.getLogger("clip_operator")
@@ -67,14 +68,23 @@ class Controller(FactFinder):
         self.clock, self.wall = clock, wall
         self.cache = Cache(clock=clock)
         self.queue = WorkQueue(clock=clock)
-        self.admission = Admission(config.in_flight_limit, clock)
+        self.admission = Admission(
+            config.in_flight_limit,
+            clock,
+            namespace_limit=config.namespace_in_flight_limit,
+            namespace_limits=config.namespace_limits(),
+        )
         self.events = EventPoster(kube)
         self.s3ops = S3Ops(self.queue.add)
+        self.notifier = Notifier(kube, config, self.queue.add)  # webhooks, in the background
         self.settings = Settings(
             url_policy=config.url_policy,
             url_refresh_fraction=config.url_refresh_fraction,
             delete_retry_limit_seconds=config.delete_retry_limit_seconds,
             default_bucket=config.s3_bucket,
+            notify_url=config.notify_url,
+            clipjob_ttl_seconds=config.clipjob_ttl_seconds_after_finished,
+            url_refresh_horizon_seconds=config.url_refresh_horizon_seconds,
         )
         self.refused: set[str] = set()  # ClipJobs backing off after a refused Job create
         self.policy_ready: set[str] = set()  # namespaces whose worker NetworkPolicy is ours
@@ -110,7 +120,8 @@ class Controller(FactFinder):
                 self.admit(self.admission.running(owner, active=False))
         else:
             self.cache.put_job(owner, raw)
-            self.admit(self.admission.running(owner, active=not job_finished(raw)))
+            namespace = (raw.get("metadata") or {}).get("namespace") or ""
+            self.admit(self.admission.running(owner, not job_finished(raw), namespace))
         if owner in self.cache.clipjobs:
             self.queue.add(owner)
 
@@ -120,12 +131,15 @@ class Controller(FactFinder):
         self.refused.discard(uid)
         self.queue.drop(uid)
         self.s3ops.forget(uid)
+        self.notifier.forget(uid)
         if uid not in self.cache.jobs:
             self.admit(self.admission.forget(uid))
 
     # -- reconcile ------------------------------------------------------------------------
 
     async def reconcile(self, uid: str) -> Result:
+        # Every log line of this reconcile (and of the failure the worker reports) names it.
+        logs.bind_clipjob(uid, self.cache.clipjobs.get(uid))
         try:
             with metrics.observe_reconcile("reconcile"):
                 return await self._reconcile(uid)
@@ -150,7 +164,9 @@ class Controller(FactFinder):
             plan = decide(cj, job, pods, facts, self.wall(), self.settings)
             if Act.REQUEST_SLOT in plan.actions and not facts.admitted:
                 meta = cj["metadata"]
-                entry = QueueEntry(meta["creationTimestamp"], ref.namespace, ref.name, uid)
+                entry = QueueEntry(
+                    meta["creationTimestamp"], ref.namespace, ref.name, uid, _priority(cj)
+                )
                 self.admit([u for u in self.admission.request(entry) if u != uid])
                 if self.admission.admitted(uid):
                     facts.admitted = True
@@ -180,9 +196,15 @@ class Controller(FactFinder):
             elif plan.need == Need.JOB_HISTORY:
                 name = (cj.get("status") or {}).get("jobName") or ""
                 facts.job_existed = await self.kube.job_has_events(ref.namespace, name)
+            elif plan.need == Need.NOTIFY:
+                if not self.notifier.step(cj, facts):
+                    return Result()  # the delivery re-enqueues the key
             elif not self._s3(plan.need, cj, ref, facts):
                 return Result()  # a background S3 operation re-enqueues the key
-        return await self._carry_out(cj, ref, plan)
+        result = await self._carry_out(cj, ref, plan)
+        if facts.notification is not None:  # in status now: a failed write keeps it
+            self.notifier.settle(uid, facts.notification)
+        return result
 
     async def _carry_out(self, cj: dict[str, Any], ref: ClipJobRef, plan: Plan) -> Result:
         uid = ref.uid
@@ -213,6 +235,8 @@ class Controller(FactFinder):
                     await self.kube.delete_job(ref.namespace, job["metadata"]["name"])
             elif action == Act.REMOVE_FINALIZER:
                 await self._finalizer(cj, add=False)
+            elif action == Act.DELETE_CLIPJOB:
+                await self.kube.delete_clipjob(ref.namespace, ref.name, ref.uid)
         return Result(plan.requeue_after, plan.rate_limited)
 
     def _announce(self, cj: dict[str, Any], plan: Plan) -> None:
@@ -264,7 +288,7 @@ class Controller(FactFinder):
         if took is not None:
             metrics.ADMISSION_SECONDS.observe(took)
         self.cache.put_job(ref.uid, job)
-        self.admission.running(ref.uid, active=True)
+        self.admission.running(ref.uid, True, ref.namespace)
         return self.cache.jobs[ref.uid]
 
     async def _write_url_secret(
@@ -328,6 +352,11 @@ class Controller(FactFinder):
         self.cache.wrote_status(ref.uid, merged, rv)
         metrics.STATUS_WRITES.inc()
         return True
+
+
+def _priority(cj: dict[str, Any]) -> int:
+    value = (cj.get("spec") or {}).get("priority")
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _same_conditions(a: list[dict[str, Any]] | None, b: list[dict[str, Any]]) -> bool:

@@ -13,8 +13,9 @@ from typing import Any
 
 from .builders import job_name, ref_of
 from .cache import job_finished
-from .lifecycle import deleting, keep_url
+from .lifecycle import deleting, end_of_life, expired, keep_url
 from .models import TERMINAL_PHASES, ClipJobSpec, InvalidSpec, Phase, parse_spec
+from .notify import notification_settled, notify_step
 from .outcomes import (
     POD_CHECK_AFTER,
     POD_CHECK_EVERY,
@@ -47,10 +48,8 @@ def decide(
     if meta.get("deletionTimestamp"):
         return deleting(cj, job, facts, now, settings)
     phase = status.get("phase")
-    if phase == Phase.SUCCEEDED.value:
-        return keep_url(cj, facts, now, settings)
-    if phase == Phase.FAILED.value:
-        return Plan(actions=[Act.WITHDRAW])
+    if phase in (Phase.SUCCEEDED.value, Phase.FAILED.value):
+        return _finished(cj, phase, facts, now, settings)
     try:
         spec = parse_spec(cj.get("spec"))
     except InvalidSpec as exc:
@@ -71,6 +70,24 @@ def decide(
     if job is None:
         return _without_job(cj, spec, facts, now, settings)
     return _with_job(cj, job, pods, facts, now, settings)
+
+
+def _finished(
+    cj: dict[str, Any], phase: str, facts: Facts, now: datetime, settings: Settings
+) -> Plan:
+    """A finished ClipJob: keep its URL fresh until its end of life, then delete it."""
+    eol = end_of_life(cj, settings, now)
+    if eol is not None and now >= eol and notification_settled(cj, settings):
+        return expired(cj, eol)
+    if phase == Phase.SUCCEEDED.value:
+        plan = keep_url(cj, facts, now, settings)
+    else:
+        plan = Plan(actions=[Act.WITHDRAW])
+    plan = notify_step(plan, cj, facts, settings)
+    if eol is not None and plan.need is None:
+        left = (eol - now).total_seconds()
+        plan.requeue_after = left if plan.requeue_after is None else min(plan.requeue_after, left)
+    return plan
 
 
 # -- before the Job ------------------------------------------------------------------------

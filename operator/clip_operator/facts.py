@@ -5,6 +5,7 @@ A mixin of Controller; each method fills `Facts` for the next call to `decide`.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -14,8 +15,9 @@ from .builders import ClipJobRef, UploadTarget, object_key, resolve_bucket
 from .cache import Cache, job_finished, owner_uid
 from .config import OperatorConfig
 from .kube import Kube
+from .lifecycle import end_of_life
 from .models import ClipJobSpec, parse_spec
-from .plan import Facts, Need
+from .plan import Facts, Need, Settings
 from .presign import Presigner, StorageProblem
 from .s3ops import S3Ops
 
@@ -27,6 +29,7 @@ class FactFinder:
     cache: Cache
     admission: Admission
     s3ops: S3Ops
+    settings: Settings
 
     # -- facts ----------------------------------------------------------------------------
 
@@ -52,7 +55,9 @@ class FactFinder:
     async def _presign_url(self, cj: dict[str, Any], ref: ClipJobRef, facts: Facts) -> None:
         spec, bucket, key = self._spec_and_place(cj, ref)
         try:
-            facts.url = await self.presigner.presign_get(ref, spec, bucket, key)
+            # Never valid past the ClipJob's end of life (ttlSecondsAfterFinished).
+            not_after = end_of_life(cj, self.settings, datetime.now(UTC))
+            facts.url = await self.presigner.presign_get(ref, spec, bucket, key, not_after)
         except StorageProblem as exc:
             facts.url_error = exc.message
         except Exception as exc:
@@ -74,7 +79,7 @@ class FactFinder:
             return None
         facts.job_absent = False
         self.cache.put_job(ref.uid, found)
-        self.admission.running(ref.uid, active=not job_finished(found))
+        self.admission.running(ref.uid, not job_finished(found), ref.namespace)
         return self.cache.jobs[ref.uid]
 
     def _s3(self, need: Need, cj: dict[str, Any], ref: ClipJobRef, facts: Facts) -> bool:

@@ -53,6 +53,7 @@ class Kube:
         body: Any = None,
         query: list[tuple[str, str]] | None = None,
         content_type: str = "application/json",
+        timeout: float = 30,
     ) -> dict[str, Any]:
         """One synchronous API request with a JSON body; raises ApiException on non-2xx."""
         resp = self.api.call_api(
@@ -64,7 +65,7 @@ class Kube:
             auth_settings=["BearerToken"],
             _preload_content=False,
             _return_http_data_only=True,
-            _request_timeout=30,
+            _request_timeout=timeout,
         )
         data = resp.data
         return dict(json.loads(data)) if data else {}
@@ -93,6 +94,17 @@ class Kube:
             )
         except ApiException as exc:
             if exc.status != 404:
+                raise
+
+    async def delete_clipjob(self, namespace: str, name: str, uid: str) -> None:
+        """Delete a ClipJob (background propagation); the uid precondition spares a
+        same-named successor created meanwhile."""
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}"
+        body = {"propagationPolicy": "Background", "preconditions": {"uid": uid}}
+        try:
+            await self._call("DELETE", path, body=body)
+        except ApiException as exc:
+            if exc.status not in (404, 409):
                 raise
 
     def list_jobs_sync(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from .cache import job_finished
@@ -11,6 +11,65 @@ from .plan import FINALIZER, Act, Facts, Need, Plan, Settings
 from .status import build_conditions, now_iso, parse_time
 
 URL_RETRY_FLOOR = 30.0  # never plan a refresh sooner than this after a successful one
+
+
+def end_of_life(cj: dict[str, Any], settings: Settings, now: datetime) -> datetime | None:
+    """When a finished ClipJob is to be deleted (its TTL after finishing), or None: kept.
+
+    Read from the raw spec, so a ClipJob whose spec failed validation expires too.
+    Unfinished ClipJobs count from `now` (the caller is about to finish them)."""
+    ttl = (cj.get("spec") or {}).get("ttlSecondsAfterFinished")
+    if not isinstance(ttl, int) or isinstance(ttl, bool) or ttl < 0:
+        ttl = settings.clipjob_ttl_seconds or None
+    if ttl is None:
+        return None
+    done = parse_time((cj.get("status") or {}).get("completionTime")) or now
+    return done + timedelta(seconds=ttl)
+
+
+def expired(cj: dict[str, Any], eol: datetime) -> Plan:
+    """A finished ClipJob past its time to live: delete it (objects per deletionPolicy)."""
+    ttl = int(
+        (eol - (parse_time((cj.get("status") or {}).get("completionTime")) or eol)).total_seconds()
+    )
+    message = f"deleting the ClipJob: it finished more than {ttl} s ago (ttlSecondsAfterFinished)"
+    return Plan(actions=[Act.WITHDRAW, Act.DELETE_CLIPJOB], events=[("Normal", "Expired", message)])
+
+
+def _past_horizon(cj: dict[str, Any], now: datetime, settings: Settings) -> bool:
+    """URL refreshes stop this long after finishing for ClipJobs that live forever."""
+    horizon = settings.url_refresh_horizon_seconds
+    if horizon <= 0 or end_of_life(cj, settings, now) is not None:
+        return False
+    done = parse_time((cj.get("status") or {}).get("completionTime"))
+    return done is not None and (now - done).total_seconds() > horizon
+
+
+def _horizon_reached(
+    cj: dict[str, Any], end: datetime | None, now: datetime, settings: Settings
+) -> Plan:
+    """No more refreshes: wait for the URL to expire, then say so once (one write)."""
+    status = cj.get("status") or {}
+    if end is not None and end > now:
+        return Plan(actions=[Act.WITHDRAW], requeue_after=(end - now).total_seconds())
+    plan = Plan(actions=[Act.WITHDRAW])
+    if status.get("url") or status.get("reason") != "URLExpired":
+        gen = cj["metadata"].get("generation", 1)
+        message = (
+            f"the clip is in S3 (status.output) but its download URL expired: URLs are "
+            f"refreshed for {settings.url_refresh_horizon_seconds} s after the clip is made "
+            "(CLIP_OPERATOR_URL_REFRESH_HORIZON_SECONDS); create a new ClipJob for a new URL"
+        )
+        plan.status = {
+            "url": None,
+            "reason": "URLExpired",
+            "message": message,
+            "conditions": build_conditions(
+                Phase.QUEUED, "URLExpired", message, gen, status.get("conditions"), now_iso(now)
+            ),
+        }
+        plan.events.append(("Normal", "URLExpired", message))
+    return plan
 
 
 def url_secret_name(cj: dict[str, Any]) -> str:
@@ -84,6 +143,10 @@ def keep_url(cj: dict[str, Any], facts: Facts, now: datetime, settings: Settings
         for c in status.get("conditions") or []
     )
     placed = status.get("urlSecretName" if settings.url_policy == "Secret" else "url")
+    if end is not None and ready and placed and _past_horizon(cj, now, settings):
+        return _horizon_reached(cj, end, now, settings)
+    if status.get("reason") == "URLExpired":
+        return plan  # past the horizon: stays as it is
     if end is not None and ready and placed:
         start = parse_time(issued)
         if start is None:  # written by an older operator: assume the full lifetime

@@ -86,6 +86,29 @@ class Storage(_Model):
     region: str | None = Field(default=None, max_length=64)
 
 
+MAX_TTL_SECONDS = 365 * 86400
+
+
+class NotifySecretRef(_Model):
+    name: str = Field(min_length=1, max_length=253)
+    key: str | None = Field(default=None, min_length=1, max_length=253)
+
+
+class Notify(_Model):
+    url: str = Field(max_length=2048)
+    secret_ref: NotifySecretRef | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _http_only(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
+            raise ValueError(
+                f"notify.url must be an http(s) URL with a host and no user:password@, got {value!r}"
+            )
+        return value
+
+
 class ClipJobSpec(_Model):
     source: Source
     start: str = Field(max_length=32)
@@ -96,6 +119,9 @@ class ClipJobSpec(_Model):
     deadline_seconds: int | None = Field(default=None, ge=30, le=86400)
     retries: int | None = Field(default=None, ge=0, le=10)
     deletion_policy: Literal["Retain", "Delete"] = "Retain"
+    notify: Notify | None = None
+    priority: int = Field(default=0, ge=-1000, le=1000)
+    ttl_seconds_after_finished: int | None = Field(default=None, ge=0, le=MAX_TTL_SECONDS)
 
     @field_validator("start", "end")
     @classmethod
@@ -164,6 +190,16 @@ class Timings(_Model):
     total_seconds: float | None = None
 
 
+class NotificationStatus(_Model):
+    phase: str | None = None
+    delivered: bool | None = None
+    reason: str | None = None
+    attempts: int | None = None
+    last_attempt_at: str | None = None
+    response_code: int | None = None
+    message: str | None = None
+
+
 class ClipJobStatus(_Model):
     model_config = ConfigDict(extra="ignore")  # tolerate fields of newer operators
 
@@ -180,6 +216,7 @@ class ClipJobStatus(_Model):
     url_expires_at: str | None = None
     url_issued_at: str | None = None
     url_secret_name: str | None = None
+    notification: NotificationStatus | None = None
     timings: Timings | None = None
     reason: str | None = None
     message: str | None = None

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .models import Phase
+
+if TYPE_CHECKING:
+    from .notify import Delivery
 
 FINALIZER = "mememaker.io/delete-s3-object"
 
@@ -19,6 +22,7 @@ class Need(StrEnum):
     RECOVER = "recover"  # read the worker's result object from S3
     URL = "url"  # presign the download URL
     DELETE_OBJECTS = "delete-objects"  # delete the clip (deletionPolicy Delete)
+    NOTIFY = "notify"  # deliver the webhook of a finished ClipJob (in the background)
 
 
 class Act(StrEnum):
@@ -28,6 +32,7 @@ class Act(StrEnum):
     CREATE_JOB = "create-job"
     DELETE_JOB = "delete-job"  # Foreground: Pods go first, no upload after the object delete
     REMOVE_FINALIZER = "remove-finalizer"
+    DELETE_CLIPJOB = "delete-clipjob"  # its time to live after finishing is over
 
 
 @dataclass
@@ -46,6 +51,7 @@ class Facts:
     url_error: str | None = None
     delete_error: tuple[str, bool] | None = None  # (message, retryable)
     deleted_objects: bool = False
+    notification: Delivery | None = None  # NOTIFY answer: delivered, retrying, or why not
 
 
 @dataclass
@@ -69,3 +75,6 @@ class Settings:
     url_refresh_fraction: float = 0.2
     delete_retry_limit_seconds: int = 3600
     default_bucket: str | None = None
+    notify_url: str | None = None  # the operator's default webhook (ClipJobs without one)
+    clipjob_ttl_seconds: int = 0  # default ttlSecondsAfterFinished; 0 = keep
+    url_refresh_horizon_seconds: int = 7 * 86400  # 0 = refresh forever

@@ -182,9 +182,15 @@ class Presigner:
             raise StorageProblem("StorageAuthFailed", str(exc)) from None
 
     async def presign_get(
-        self, ref: ClipJobRef, spec: ClipJobSpec, bucket: str, key: str
+        self,
+        ref: ClipJobRef,
+        spec: ClipJobSpec,
+        bucket: str,
+        key: str,
+        not_after: datetime | None = None,
     ) -> tuple[str, str, str]:
-        """(url, expiresAt, issuedAt): expiry is the requested lifetime or the keys' end."""
+        """(url, expiresAt, issuedAt): expiry is the requested lifetime, the keys' end or
+        `not_after` (the ClipJob's end of life), whichever comes first."""
         settings = await self.settings_for(ref, spec, public=True)
         lifetime = self.config.effective_url_expiry(spec.url_expires_seconds)
         filename = download_filename(ref, spec)
@@ -193,6 +199,8 @@ class Presigner:
             client = self._client(settings)
             issued = datetime.now(UTC).replace(microsecond=0)
             expires = self._expiry(client, lifetime, issued)
+            if not_after is not None and not_after < expires:
+                expires = max(issued + timedelta(seconds=1), not_after.replace(microsecond=0))
             seconds = max(1, int((expires - issued).total_seconds()))
             url, _ = presign_get(client, bucket, key, seconds, filename)
             return url, now_iso(expires), now_iso(issued)

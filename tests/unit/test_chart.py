@@ -1,7 +1,8 @@
 """The Helm chart charts/clip-operator, rendered by a real helm (hack/helm.sh builds it).
 
 Lint, render with the defaults and each ci/ values file, schema refusals, and what the
-rendered objects promise: one Recreate replica with a restricted security context, every
+rendered objects promise: two replicas with leader election, rolling updates and a
+PodDisruptionBudget, a restricted security context, every
 operator setting as its CLIP_OPERATOR_* variable, monitoring objects made from dashboards/
 untemplated (RBAC and the worker NetworkPolicy: test_chart_security.py). The copies in
 charts/clip-operator/files/ must equal their sources (no helm needed for that one).
@@ -75,6 +76,14 @@ def render(
 
 def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [d for d in docs if d["kind"] == kind]
+
+
+LEADER = "-leader-election"  # the Role and RoleBinding for the Lease (release namespace)
+
+
+def serving(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    """Objects of `kind` other than the leader-election Role and RoleBinding."""
+    return [d for d in by_kind(docs, kind) if not d["metadata"]["name"].endswith(LEADER)]
 
 
 def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
@@ -158,16 +167,28 @@ def test_defaults_render_the_cluster_wide_operator() -> None:
         "ValidatingAdmissionPolicy",
         "ValidatingAdmissionPolicyBinding",
     }
-    assert kinds == sorted([*cluster_scoped, "Deployment", "Service", "ServiceAccount"])
+    namespaced = ["Deployment", "PodDisruptionBudget", "Role", "RoleBinding", "Service"]
+    assert kinds == sorted([*cluster_scoped, *namespaced, "ServiceAccount"])
     for doc in docs:
         if doc["kind"] not in cluster_scoped:
             assert doc["metadata"]["namespace"] == "clip-system"
 
 
-def test_deployment_is_one_recreate_replica_restricted_with_liveness() -> None:
-    dep = one(render(), "Deployment")
+def test_deployment_is_two_replicas_rolled_one_by_one_restricted_with_liveness() -> None:
+    docs = render()
+    dep = one(docs, "Deployment")
     spec = dep["spec"]
-    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    assert spec["replicas"] == 2
+    # A new Pod starts before an old one stops: a standby always exists to take the Lease.
+    rolling = {"maxUnavailable": 0, "maxSurge": 1}
+    assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": rolling}
+    pdb = one(docs, "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == spec["selector"]["matchLabels"]
+    env = operator_env(docs)
+    assert env["CLIP_OPERATOR_LEADER_ELECTION"] == "true"
+    assert env["CLIP_OPERATOR_LEASE_NAMESPACE"] == "clip-system"
+    assert env["CLIP_OPERATOR_LEASE_NAME"] == "clip-clip-operator"
     pod = spec["template"]["spec"]
     assert pod["serviceAccountName"] == "clip-clip-operator"
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -215,6 +236,9 @@ def test_every_operator_setting_maps_to_its_environment_variable() -> None:
     assert config.url_refresh_fraction == 0.25 and config.in_flight_limit == 3
     assert config.allow_private_networks == ["10.50.0.0/16"]
     assert config.allow_ports == [8080, 8443]
+    assert config.namespace_in_flight_limit == 4
+    assert config.namespace_limits() == {"media": 8, "media-staging": 1}
+    assert config.clipjob_ttl_seconds_after_finished == 86400
     assert (config.job_cpu_request, config.job_cpu_limit) == ("1", "4")
     assert (config.job_memory_request, config.job_memory_limit) == ("512Mi", "2Gi")
     assert config.job_scratch_size == "10Gi"
@@ -261,10 +285,24 @@ def test_default_env_is_the_operators_defaults() -> None:
     differs = {
         k
         for k in OperatorConfig.model_fields
-        if getattr(config, k) != getattr(defaults, k) and k != "job_image"
+        if getattr(config, k) != getattr(defaults, k)
+        # The chart runs replicas, so it turns leader election on, on its release's Lease.
+        and k not in ("job_image", "leader_election", "lease_name", "lease_namespace")
     }
     assert not differs, f"chart defaults differ from the operator's: {differs}"
     assert config.job_image == "clip-job:0.1.0"
+    assert config.leader_election and config.lease_namespace == "clip-system"
+
+
+def test_one_replica_without_leader_election_and_no_pdb_for_a_single_pod() -> None:
+    single = render(sets={"replicas": "1", "leaderElection.enabled": "false"})
+    assert one(single, "Deployment")["spec"]["replicas"] == 1
+    assert not by_kind(single, "PodDisruptionBudget")  # minAvailable 1 would block drains
+    assert operator_env(single)["CLIP_OPERATOR_LEADER_ELECTION"] == "false"
+    assert not [r for r in by_kind(single, "Role") if r["metadata"]["name"].endswith(LEADER)]
+    refused = helm(*template_args(None, {"leaderElection.enabled": "false"}), check=False)
+    assert refused.returncode != 0
+    assert "replicas > 1 needs leaderElection.enabled" in refused.stderr
 
 
 # --- CRD ----------------------------------------------------------------------------------------
@@ -413,7 +451,7 @@ def test_gitops_examples_point_at_the_chart_and_their_values_pass_its_schema(
         path = tmp_path / f"{name}.yaml"
         path.write_text(yaml.safe_dump(values))
         docs = render(values=[path])  # the schema refuses unknown or bad values
-        assert one(docs, "Deployment")["spec"]["replicas"] == 1
+        assert one(docs, "Deployment")["spec"]["replicas"] == 2
 
 
 def test_gitops_clipjobs_are_valid_and_synced_by_both_tools() -> None:

@@ -31,6 +31,7 @@ from tests.unit.test_chart import (
     operator_env,
     render,
     rules_of,
+    serving,
     template_args,
 )
 
@@ -48,7 +49,8 @@ def worker_policy(docs: list[dict[str, Any]]) -> dict[str, Any]:
 # What the operator needs in each namespace it serves, with the default values (README:
 # Install on a cluster). No Secrets at all.
 NAMESPACED_RULES = {
-    ("mememaker.io", "clipjobs"): {"get", "list", "watch", "patch"},
+    # delete: a finished ClipJob past its ttlSecondsAfterFinished is deleted by the operator.
+    ("mememaker.io", "clipjobs"): {"get", "list", "watch", "patch", "delete"},
     ("mememaker.io", "clipjobs/status"): {"patch"},
     ("mememaker.io", "clipjobs/finalizers"): {"update"},
     ("batch", "jobs"): {"create", "get", "list", "watch", "delete"},
@@ -61,6 +63,36 @@ POLICY_RULES = {("networking.k8s.io", "networkpolicies"): {"create", "get", "pat
 
 
 # --- RBAC -------------------------------------------------------------------------------------
+
+
+def lease_role(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (role,) = [r for r in by_kind(docs, "Role") if r not in serving(docs, "Role")]
+    return role
+
+
+def test_leader_election_may_touch_only_its_own_lease_in_the_release_namespace() -> None:
+    docs = render(release="clip", namespace="clip-system")
+    role = lease_role(docs)
+    assert role["metadata"]["namespace"] == "clip-system"
+    # create cannot be limited by name (authorized before the object exists); the rest is.
+    assert role["rules"] == [
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": ["clip-clip-operator"],
+            "verbs": ["get", "update"],
+        },
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+    ]
+    (binding,) = [b for b in by_kind(docs, "RoleBinding") if b not in serving(docs, "RoleBinding")]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "clip-clip-operator", "namespace": "clip-system"}
+    ]
+    assert operator_env(docs)["CLIP_OPERATOR_LEASE_NAME"] == "clip-clip-operator"
+    # A namespaced install gets the same Role in the release namespace, not in the served ones.
+    namespaced = render(values=[CHART / "ci/namespaced-values.yaml"])
+    assert lease_role(namespaced)["metadata"]["namespace"] == "clip-system"
 
 
 def test_cluster_wide_rbac_is_least_privilege_with_no_secrets_rule() -> None:
@@ -76,31 +108,32 @@ def test_cluster_wide_rbac_is_least_privilege_with_no_secrets_rule() -> None:
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "clip-clip-operator", "namespace": "clip-system"}
     ]
-    assert not by_kind(docs, "Role") and not by_kind(docs, "RoleBinding")
+    assert not serving(docs, "Role") and not serving(docs, "RoleBinding")
 
 
 def test_namespaced_mode_has_a_role_per_namespace_and_nothing_cluster_wide() -> None:
     docs = render(values=[CHART / "ci/namespaced-values.yaml"])
     assert not by_kind(docs, "ClusterRole") and not by_kind(docs, "ClusterRoleBinding")
-    roles_ = by_kind(docs, "Role")
+    roles_ = serving(docs, "Role")
     assert sorted(r["metadata"]["namespace"] for r in roles_) == ["media", "media-staging"]
     for role in roles_:  # tenantSecrets: true and the worker NetworkPolicy on
         assert rules_of(role) == {**NAMESPACED_RULES, **SECRET_GET, **POLICY_RULES}
-    bindings = by_kind(docs, "RoleBinding")
+    bindings = serving(docs, "RoleBinding")
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["media", "media-staging"]
     assert all(b["subjects"][0]["namespace"] == "clip-system" for b in bindings)
     assert operator_env(docs)["CLIP_OPERATOR_NAMESPACES"] == "media,media-staging"
     plain = render(sets={"watchNamespaces[0]": "media"})
-    assert rules_of(one(plain, "Role")) == NAMESPACED_RULES
+    (role,) = serving(plain, "Role")
+    assert rules_of(role) == NAMESPACED_RULES
 
 
 def test_tenant_secrets_are_read_through_roles_in_listed_namespaces_only() -> None:
     docs = render(sets={"rbac.tenantSecretNamespaces[0]": "team-a"})
     assert ("", "secrets") not in rules_of(one(docs, "ClusterRole"))
-    role = one(docs, "Role")
+    (role,) = serving(docs, "Role")
     assert role["metadata"] == {**role["metadata"], "namespace": "team-a"}
     assert role["rules"] == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
-    binding = one(docs, "RoleBinding")
+    (binding,) = serving(docs, "RoleBinding")
     assert binding["metadata"]["namespace"] == "team-a"
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
@@ -161,7 +194,8 @@ def test_no_rule_grants_wildcards_pods_secret_listing_or_cluster_wide_secret_rea
             rules = rules_of(role)
             assert not rules.get(("", "secrets"), set()) & {"list", "watch"}
             assert not rules.get(("", "pods"), set()) - {"list"}
-            assert not rules.get(("mememaker.io", "clipjobs"), set()) & {"create", "delete"}
+            # The operator never creates ClipJobs (delete: their TTL after finishing).
+            assert "create" not in rules.get(("mememaker.io", "clipjobs"), set())
         for role in by_kind(docs, "ClusterRole"):
             assert "get" not in rules_of(role).get(("", "secrets"), set())
 
@@ -206,7 +240,7 @@ def _rule_rows(role: dict[str, Any]) -> list[tuple[str, str, str]]:
 def rbac_table() -> str:
     """Every rule the chart can give the operator, and which values give it."""
     cluster = _rule_rows(one(render(), "ClusterRole"))
-    namespaced = _rule_rows(one(render(sets={"watchNamespaces[0]": "a"}), "Role"))
+    namespaced = _rule_rows(serving(render(sets={"watchNamespaces[0]": "a"}), "Role")[0])
     out = [(*row, "always" if row in namespaced else "serving all namespaces") for row in cluster]
     for when, sets in [
         ("`networkPolicy.enabled`", {"networkPolicy.enabled": "true"}),
@@ -214,14 +248,19 @@ def rbac_table() -> str:
     ]:
         rows = _rule_rows(one(render(sets=sets), "ClusterRole"))
         out += [(*row, when) for row in rows if row not in cluster]
-    tenant = _rule_rows(one(render(sets={"rbac.tenantSecretNamespaces[0]": "t"}), "Role"))
+    tenant = _rule_rows(serving(render(sets={"rbac.tenantSecretNamespaces[0]": "t"}), "Role")[0])
     own = render(sets={"watchNamespaces[0]": "a", "rbac.tenantSecrets": "true"})
-    assert [r for r in _rule_rows(one(own, "Role")) if r not in namespaced] == tenant
+    assert [r for r in _rule_rows(serving(own, "Role")[0]) if r not in namespaced] == tenant
     when = (
         "a Role in each of `rbac.tenantSecretNamespaces`; "
         "with `watchNamespaces`, `rbac.tenantSecrets`"
     )
     out += [(*row, when) for row in tenant]
+    lease = _rule_rows(lease_role(render()))
+    out += [
+        (*row, "`leaderElection.enabled` (default): a Role in the release namespace")
+        for row in lease
+    ]
     lines = ["| API group | resource | verbs | granted |", "| --- | --- | --- | --- |"]
     lines += [f"| {g} | {r} | {v} | {w} |" for g, r, v, w in out]
     return "\n".join([RBAC_TABLE_BEGIN, *lines, RBAC_TABLE_END])

@@ -93,7 +93,8 @@ Roles, never in the ClusterRole.
 # Watch ClipJobs; patch them only to add/remove its own finalizer (deletionPolicy: Delete).
 - apiGroups: [mememaker.io]
   resources: [clipjobs]
-  verbs: [get, list, watch, patch]
+  # delete: ttlSecondsAfterFinished (a finished ClipJob deletes itself).
+  verbs: [get, list, watch, patch, delete]
 - apiGroups: [mememaker.io]
   resources: [clipjobs/status]
   verbs: [patch]
