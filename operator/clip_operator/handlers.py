@@ -21,6 +21,7 @@ from .cache import owner_uid, slim_job
 from .config import OperatorConfig, load_config
 from .controller import Controller
 from .kube import Kube
+from .leader import LeaderElector, LeaseSettings
 from .models import GROUP, PLURAL, VERSION
 from .presign import Presigner
 
@@ -77,9 +78,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         controller.job_event("ADDED", job)
     memo["config"] = config
     memo["controller"] = controller
-    memo["tasks"] = await runtime.start(controller)
+    elector = LeaderElector(kube, LeaseSettings.of(config)) if config.leader_election else None
+    memo["tasks"] = await runtime.start(controller, elector)
     if config.health_port:
-        memo["health"] = await runtime.serve_health(controller, config.health_port)
+        memo["health"] = await runtime.serve_health(controller, config.health_port, elector)
     metrics.start_metrics_server(config.metrics_port)
     log.info(
         "clip-operator started: namespaces=%s in-flight limit=%s workers=%s job image=%s",

@@ -97,6 +97,14 @@ EVENT_LOOP_LAG = Histogram(
     "How late a 0.5 s timer on the operator's event loop fires.",
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+LEADER = Gauge(
+    "clip_operator_leader",
+    "1 while this replica holds the leader Lease and reconciles, 0 while it stands by.",
+)
+LEADER_TRANSITIONS = Counter(
+    "clip_operator_leader_transitions",
+    "Times this replica became the leader.",
+)
 
 RESULTS = ("success", "error")
 # The `handler` label values the operator uses (tests/unit/test_metrics.py keeps this in

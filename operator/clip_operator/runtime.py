@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import os
+import signal
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +21,7 @@ from . import metrics
 from .builders import LABEL_MANAGED_BY, MANAGED_BY
 from .cache import job_finished, slim_clipjob, slim_job
 from .controller import Controller
+from .leader import LeaderElector
 from .memory import release_memory
 from .status import parse_time
 from .workqueue import serve
@@ -96,12 +100,16 @@ def update_gauges(controller: Controller) -> None:
     metrics.OLDEST_INFLIGHT_AGE.set(oldest)
 
 
-async def serve_health(controller: Controller, port: int) -> web.AppRunner:
-    """GET /healthz: 200 while the work queue makes progress, 503 when it is stuck."""
+async def serve_health(
+    controller: Controller, port: int, elector: LeaderElector | None = None
+) -> web.AppRunner:
+    """GET /healthz: 200 while the work queue makes progress (or stands by), 503 when stuck."""
 
     async def healthz(_: web.Request) -> web.Response:
-        stalled = controller.queue.stalled_for()
+        leading = elector is None or elector.leading
+        stalled = controller.queue.stalled_for() if leading else 0.0
         body = {
+            "leader": leading,
             "stalledSeconds": round(stalled, 1),
             "queueDepth": controller.queue.depth(),
             "cachedClipJobs": len(controller.cache.clipjobs),
@@ -117,18 +125,49 @@ async def serve_health(controller: Controller, port: int) -> web.AppRunner:
     return runner
 
 
-async def start(controller: Controller) -> list[asyncio.Task[Any]]:
+def reconcilers(controller: Controller) -> list[asyncio.Task[Any]]:
+    """The tasks that write: reconcile workers and the periodic resync."""
     tasks = [
         asyncio.create_task(serve(controller.queue, controller.reconcile, _on_error), name=f"w{i}")
         for i in range(controller.config.workers)
     ]
-    tasks += [
+    return [*tasks, asyncio.create_task(resync_loop(controller), name="resync")]
+
+
+async def lead(controller: Controller) -> None:
+    """A new leader's term: workers on the warm cache at once, a full resync to pick up
+    whatever the standby missed, then reconcile until cancelled (leadership ended)."""
+    controller.queue.last_progress = controller.clock()  # standing by was not a stall
+    tasks = reconcilers(controller)
+    try:
+        for attempt in itertools.count(1):
+            try:
+                with metrics.observe_reconcile("resync"):
+                    await resync(controller)
+                break
+            except Exception as exc:
+                log.warning("resync on taking the lead failed (attempt %d): %s", attempt, exc)
+                await asyncio.sleep(min(30.0, attempt))
+        await asyncio.gather(*tasks)
+    finally:
+        await stop(tasks)
+
+
+def _terminate() -> None:
+    os.kill(os.getpid(), signal.SIGTERM)  # kopf's graceful shutdown; the Pod restarts us
+
+
+async def start(controller: Controller, elector: LeaderElector | None = None) -> list[Any]:
+    """Background tasks; with an elector the writing ones run only while it leads."""
+    tasks = [
         asyncio.create_task(controller.queue.run_timers(), name="timers"),
-        asyncio.create_task(resync_loop(controller), name="resync"),
         asyncio.create_task(housekeeping(controller), name="housekeeping"),
         asyncio.create_task(loop_lag(), name="loop-lag"),
     ]
-    return tasks
+    if elector is None:
+        return [*reconcilers(controller), *tasks]
+    campaign = elector.run(lambda: lead(controller), _terminate)
+    return [*tasks, asyncio.create_task(campaign, name="leader-election")]
 
 
 async def stop(tasks: list[asyncio.Task[Any]]) -> None:
