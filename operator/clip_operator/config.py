@@ -250,7 +250,8 @@ class OperatorConfig(BaseModel):
     def _notify_secret(cls, value: str | None) -> str | None:
         import re
 
-        if value is not None and not re.fullmatch(r"[a-z0-9]([-a-z0-9]*)/[a-z0-9]([-.a-z0-9]*)", value):
+        pattern = r"[a-z0-9]([-a-z0-9]*)/[a-z0-9]([-.a-z0-9]*)"
+        if value is not None and not re.fullmatch(pattern, value):
             raise ValueError("must be namespace/name of a Secret, e.g. clip-system/webhook-key")
         return value
 

@@ -101,6 +101,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     controller: Controller | None = memo.get("controller")
     if controller is not None:
         await controller.events.drain()
+        await controller.notifier.close()
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)

@@ -105,6 +105,18 @@ LEADER_TRANSITIONS = Counter(
     "clip_operator_leader_transitions",
     "Times this replica became the leader.",
 )
+NOTIFICATIONS_TOTAL = Counter(
+    "clip_notifications",
+    "Webhook deliveries that ended, by result: delivered, gave_up (retry time ran out), "
+    "rejected (3xx/4xx), refused (address guard, Secret, URL: nothing sent).",
+    ["result"],
+)
+NOTIFICATION_SECONDS = Histogram(
+    "clip_notification_delivery_seconds",
+    "From the start of a webhook delivery to the receiver's 2xx, retries included.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 600),
+)
+NOTIFY_RESULTS = ("delivered", "gave_up", "rejected", "refused")
 
 RESULTS = ("success", "error")
 # The `handler` label values the operator uses (tests/unit/test_metrics.py keeps this in
@@ -129,6 +141,8 @@ def _initialise_series() -> None:
         WORKER_PHASE_SECONDS.labels(phase)
     for direction in ("fetched", "uploaded"):
         WORKER_BYTES_TOTAL.labels(direction)
+    for result in NOTIFY_RESULTS:
+        NOTIFICATIONS_TOTAL.labels(result)
 
 
 _initialise_series()

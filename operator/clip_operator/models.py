@@ -104,7 +104,8 @@ class Notify(_Model):
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
             raise ValueError(
-                f"notify.url must be an http(s) URL with a host and no user:password@, got {value!r}"
+                "notify.url must be an http(s) URL with a host and no user:password@, "
+                f"got {value!r}"
             )
         return value
 
