@@ -11,6 +11,8 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from .config import ENV_PREFIX, ConfigError, OperatorConfig, load_config
+from .logs import FORMATS
+from .logs import setup as setup_logging
 
 
 def _version() -> str:
@@ -54,6 +56,12 @@ def _parser() -> argparse.ArgumentParser:
         help=f"watch only this namespace (repeatable; default: {ENV_PREFIX}NAMESPACES or all)",
     )
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    run.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        default=None,
+        help=f"text (default) or json: one JSON object per line ({ENV_PREFIX}LOG_FORMAT)",
+    )
     sub.add_parser("check-config", help="validate the settings and print them")
     return parser
 
@@ -122,17 +130,12 @@ def run(config: OperatorConfig, verbose: bool) -> int:
 
     from . import handlers  # noqa: F401  (registers the handlers)
 
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    if not verbose:
-        # kopf logs every handler run at INFO: at thousands of events that is most of the
-        # operator's output and a measurable part of its CPU.
-        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    setup_logging(config.log_format, verbose)
     problem = check_cluster()
     if problem:
+        if config.log_format == "json":  # one format per stream: the error as a JSON line
+            logging.getLogger("clip_operator").error(problem)
+            return 1
         return _fail(problem)
     memo = kopf.Memo(config=config)
     try:
@@ -160,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.namespace:
         config = config.model_copy(update={"namespaces": args.namespace})
+    if args.log_format:
+        config = config.model_copy(update={"log_format": args.log_format})
     return run(config, args.verbose)
 
 
