@@ -2,7 +2,8 @@
 # System (Debian) packages the tests, the demo and the images need: `make deps`.
 #   hack/deps.sh [--images] [--missing]
 # Installs, with apt-get, only what this machine lacks, and says so in one line first:
-#   ffmpeg (the worker's tests), prometheus (promtool and the observability tier),
+#   ffmpeg (the worker's tests), tesseract-ocr and the caption fonts fonts-dejavu-core and
+#   fonts-droid-fallback (the media-option tests), prometheus (promtool, observability tier),
 #   curl and openssl (hack/cluster), python3-venv (the project virtualenv); with --images
 #   also debootstrap and docker.io (hack/images.sh).
 # --missing: print the missing packages (one line, empty when none) and install nothing.
@@ -29,6 +30,10 @@ need() {  # need PACKAGE WHY CHECK...: PACKAGE is missing when CHECK fails
   fi
 }
 need ffmpeg "the worker and its tests" command -v ffmpeg
+need tesseract-ocr "OCR of captions in the media-option tests" command -v tesseract
+fonts="${CLIP_FONT_DIR:-/usr/share/fonts/truetype}"  # (tests/unit/test_deps.py points it elsewhere)
+need fonts-dejavu-core "caption font" test -f "$fonts/dejavu/DejaVuSans-Bold.ttf"
+need fonts-droid-fallback "CJK caption font" test -f "$fonts/droid/DroidSansFallbackFull.ttf"
 need prometheus "promtool, the observability tier" command -v promtool
 need curl "hack/cluster" command -v curl
 need openssl "hack/cluster certificates" command -v openssl

@@ -148,7 +148,8 @@ def run_clip(cfg: config.Config, work: str) -> dict[str, Any]:
         s3_client = _BACKGROUND.submit(make_client, cfg)
         made: CutResult | None = None
         duration: float | None = None
-        if cfg.mode == "fast" and cfg.output_format == "mp4" and not cfg.max_height:
+        plain = not (cfg.max_height or cfg.filtered or cfg.loudness)
+        if cfg.mode == "fast" and cfg.output_format == "mp4" and plain:
             made, duration = _fast_mp4(cfg, source, proxy, work)
             _check_start(cfg, duration or source.duration)
         path = os.path.join(work, "segment.mkv")
@@ -185,6 +186,8 @@ def run_clip(cfg: config.Config, work: str) -> dict[str, Any]:
     if made.truncated:
         # The source ended before `end`: the clip ends there, durationSeconds says where.
         result["truncated"] = True
+    if made.loudness:
+        result["loudness"] = made.loudness
     if cfg.output_format != "mp3" and out.width and out.height:
         result["width"] = out.width
         result["height"] = out.height

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from clip_worker import options
 from clip_worker.result import Reason, WorkerError
 
 OUTPUT_FORMATS = ("mp4", "webm", "gif", "mp3")
@@ -57,6 +58,14 @@ class Config:
     upload_url: str | None = None
     upload_headers: dict[str, str] = field(default_factory=dict)
     result_url: str | None = None
+    captions: options.Captions | None = None
+    crop: options.Crop | None = None
+    loudness: options.Loudness | None = None
+
+    @property
+    def filtered(self) -> bool:
+        """A filter touches every video frame: the clip is re-encoded, never copied."""
+        return self.captions is not None or self.crop is not None
 
     @property
     def duration(self) -> float:
@@ -217,11 +226,17 @@ def load(env: Mapping[str, str]) -> Config:
     result_url = _presigned_url(env, "CLIP_RESULT_URL")
     if result_url and not upload_url:
         raise _invalid("CLIP_RESULT_URL is set without CLIP_UPLOAD_URL")
+    fmt = _choice(env, "CLIP_OUTPUT_FORMAT", OUTPUT_FORMATS, "mp4")
+    captions, crop, loudness = options.captions(env), options.crop(env), options.loudness(env)
+    if fmt == "mp3" and (captions or crop):
+        raise _invalid("captions and crop need video: output format mp3 has none")
+    if fmt == "gif" and loudness:
+        raise _invalid("loudness needs audio: output format gif has none")
     return Config(
         source_url=url,
         start=start,
         end=end,
-        output_format=_choice(env, "CLIP_OUTPUT_FORMAT", OUTPUT_FORMATS, "mp4"),
+        output_format=fmt,
         mode=_choice(env, "CLIP_MODE", MODES, "accurate"),
         s3_bucket=_required(env, "CLIP_S3_BUCKET"),
         s3_key=_required(env, "CLIP_S3_KEY"),
@@ -249,4 +264,7 @@ def load(env: Mapping[str, str]) -> Config:
         upload_url=upload_url,
         upload_headers=parse_upload_headers(env.get("CLIP_UPLOAD_HEADERS", "")),
         result_url=result_url,
+        captions=captions,
+        crop=crop,
+        loudness=loudness,
     )

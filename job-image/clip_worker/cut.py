@@ -23,7 +23,7 @@ import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from clip_worker import probe, verify
+from clip_worker import filters, loudness, probe, verify
 from clip_worker.config import Config
 from clip_worker.process import Completed, run
 from clip_worker.result import Reason, WorkerError
@@ -36,8 +36,8 @@ _COPYABLE = {
     "webm": ({"vp8", "vp9", "av1"}, {"opus", "vorbis"}),
     "mp3": (set(), {"mp3"}),
 }
-GIF_MAX_WIDTH = 480
-GIF_MAX_FPS = 15
+GIF_MAX_WIDTH = filters.GIF_MAX_WIDTH
+GIF_MAX_FPS = filters.GIF_MAX_FPS
 _PARALLEL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="cut")
 # A keyframe this close to `start` counts as on it (timestamps are rounded to 1 ms).
 _EPS = 0.0005
@@ -51,6 +51,7 @@ class CutResult:
     cut_path: str  # copy | smart | reencode
     made: probe.Made
     truncated: bool = False  # the source ended before `end`: the clip ends there
+    loudness: dict[str, float] | None = None  # EBU R128 figures of the output (ebur128)
 
 
 @dataclass(frozen=True)
@@ -112,18 +113,6 @@ def _container_args(cfg: Config) -> list[str]:
     return [*limit, "-f", "mp3"]
 
 
-def _gif_filter(info: probe.StreamInfo, cfg: Config) -> str:
-    fps = min(GIF_MAX_FPS, round(info.frame_rate or GIF_MAX_FPS))
-    height = cfg.max_height or 10_000
-    scale = (
-        f"scale='min({GIF_MAX_WIDTH},iw)':'min({height},ih)':force_original_aspect_ratio=decrease"
-    )
-    return (
-        f"fps={fps},{scale}:flags=lanczos,split[a][b];"
-        "[a]palettegen=stats_mode=diff[p];[b][p]paletteuse=dither=bayer:bayer_scale=3"
-    )
-
-
 _UNDECODABLE = ("invalid data found", "corrupt", "error while decoding", "invalid nal",
                  "non-existing pps", "no frame!", "error splitting the input")  # fmt: skip
 
@@ -145,34 +134,64 @@ def _check(done: Completed, what: str) -> None:
 
 
 def reencode(
-    cfg: Config, info: probe.StreamInfo, segment: str, out: str, frames: int | None = None
+    cfg: Config,
+    info: probe.StreamInfo,
+    segment: str,
+    out: str,
+    frames: int | None = None,
+    audio_filter: str | None = None,
 ) -> None:
-    """Frame-exact: decode from the keyframe before start, encode [start, end)."""
-    args = _base(cfg) + _seek_input(segment, cfg.start) + ["-t", f"{cfg.duration:.6f}"]
+    """Frame-exact: decode from the keyframe before start, encode [start, end), through
+    the per-frame filters (crop, scale, captions) and the audio filter (loudness)."""
+    work = os.path.dirname(out)
+    args = _base(cfg) + _seek_input(segment, cfg.start)
     fmt = cfg.output_format
+    if fmt in ("gif", "mp3"):
+        args += ["-t", f"{cfg.duration:.6f}"]
     if fmt == "gif":
-        args += ["-an", "-filter_complex", _gif_filter(info, cfg)]
+        args += ["-an", "-filter_complex", filters.gif_graph(cfg, info, work)]
     elif fmt == "mp3":
-        args += ["-vn", *_audio_codec_args(cfg)]
+        args += ["-vn", *(["-af", audio_filter] if audio_filter else []), *_audio_codec_args(cfg)]
     else:
+        audio = ["-map", "0:a:0?", *_audio_codec_args(cfg)]
+        if audio_filter:
+            # loudnorm holds 3 s of audio back; muxed in the same run, the frame limit
+            # ended the clip before that audio came out: the audio is made first.
+            normalised = os.path.join(work, "audio.mka")
+            _check(_encode_audio(cfg, segment, normalised, audio_filter), "encoding the audio")
+            args += ["-i", normalised]
+            audio = ["-map", "1:a:0", "-c:a", "copy"]
         # The demuxer's time base, not 1/fps: rounding an off-grid timestamp onto the
         # 1/fps grid can put the last frame on `-t` and drop it.
-        args += ["-map", "0:v:0", "-map", "0:a:0?", "-fps_mode", "passthrough"]
-        args += ["-enc_time_base", "-1"]
+        args += ["-t", f"{cfg.duration:.6f}", "-map", "0:v:0", *audio]
+        args += ["-fps_mode", "passthrough", "-enc_time_base", "-1"]
         if frames:
             args += ["-frames:v", str(frames)]
         height = _scale_height(cfg, info)
-        if height:
+        chain = filters.video_chain(cfg, info, work) if cfg.filtered else []
+        if chain:
+            args += ["-vf", ",".join(chain)]
+        elif height:
             args += ["-vf", f"scale=-2:{height}"]
-        args += _video_codec_args(cfg) + _audio_codec_args(cfg)
+        args += _video_codec_args(cfg)
     done = run([*args, *_container_args(cfg), out], cfg.process_timeout, "encoding the clip")
     _check(done, "encoding the clip")
+
+
+def _encode_audio(cfg: Config, segment: str, out: str, audio_filter: str | None) -> Completed:
+    """The clip's audio alone, exactly [start, end), in the output's audio codec."""
+    enc = [*_base(cfg), *_seek_input(segment, cfg.start), "-t", f"{cfg.duration:.6f}", "-vn"]
+    enc += ["-map", "0:a:0", *(["-af", audio_filter] if audio_filter else [])]
+    enc += [*_audio_codec_args(cfg), "-fs", str(cfg.max_scratch_bytes), out]
+    return run(enc, cfg.process_timeout, "audio encode")
 
 
 def can_copy(cfg: Config, info: probe.StreamInfo) -> bool:
     """Whether the segment's codecs fit the output container unchanged."""
     if cfg.output_format not in _COPYABLE or _scale_height(cfg, info):
         return False
+    if cfg.filtered or cfg.loudness:
+        return False  # every frame (or the audio) changes: nothing can be copied
     videos, audios = _COPYABLE[cfg.output_format]
     if cfg.output_format == "mp3":
         return info.audio_codec in audios
@@ -201,7 +220,12 @@ def _h264_profile(info: probe.StreamInfo) -> list[str]:
 
 
 def smart_cut(
-    cfg: Config, info: probe.StreamInfo, packets: probe.VideoPackets, segment: str, out: str
+    cfg: Config,
+    info: probe.StreamInfo,
+    packets: probe.VideoPackets,
+    segment: str,
+    out: str,
+    audio_filter: str | None = None,
 ) -> bool:
     """Re-encode only the partial GOPs at both ends; False when the clip has no whole GOP."""
     first = packets.first_keyframe_in(cfg.start - _EPS, cfg.end)
@@ -235,13 +259,7 @@ def smart_cut(
     audio_job: Future[Completed] | None = None
     if info.audio_codec:
         # The audio is re-encoded exactly for the clip, beside the video parts.
-        enc = [*_base(cfg), *_seek_input(segment, cfg.start), "-t", f"{cfg.duration:.6f}", "-vn"]
-        audio_job = _PARALLEL.submit(
-            run,
-            [*enc, *_audio_codec_args(cfg), "-fs", str(cfg.max_scratch_bytes), audio],
-            cfg.process_timeout,
-            "audio encode",
-        )
+        audio_job = _PARALLEL.submit(_encode_audio, cfg, segment, audio, audio_filter)
     parts: list[tuple[str, float]] = []
     for index, part, length, job in sorted(jobs, key=lambda item: item[0]):
         done = job.result()
@@ -331,6 +349,7 @@ def _paths(cfg: Config, info: probe.StreamInfo) -> list[str]:
         and info.video_codec == "h264"
         and info.pix_fmt == "yuv420p"
         and not _scale_height(cfg, info)
+        and not cfg.filtered
     )
     return ["smart", "reencode"] if smart_ok else ["reencode"]
 
@@ -350,16 +369,25 @@ def cut(cfg: Config, seg: probe.Segment, segment: str, work_dir: str) -> CutResu
     win = window(cfg, seg)
     out = os.path.join(work_dir, f"clip.{fmt}")
     paths = _paths(cfg, info)
+    audio_filter = None
+    if cfg.loudness and win.audio:
+        measured = loudness.measure(
+            _seek_input(segment, cfg.start), cfg.duration, cfg.loudness, cfg.process_timeout
+        )
+        audio_filter = loudness.audio_filter(cfg.loudness, measured)
     problem = ""
     for how in paths:
         try:
             if how == "copy":
                 stream_copy(cfg, segment, out)
             elif how == "smart":
-                if seg.video is None or not smart_cut(cfg, info, seg.video, segment, out):
+                if seg.video is None or not smart_cut(
+                    cfg, info, seg.video, segment, out, audio_filter
+                ):
                     continue  # no whole GOP inside the clip: nothing to copy
             else:
-                reencode(cfg, info, segment, out, win.frames if fmt != "gif" else None)
+                frames = win.frames if fmt != "gif" else None
+                reencode(cfg, info, segment, out, frames, audio_filter)
             if os.path.getsize(out) > cfg.max_output_bytes:
                 raise WorkerError(
                     Reason.OUTPUT_TOO_LARGE,
@@ -369,7 +397,10 @@ def cut(cfg: Config, seg: probe.Segment, segment: str, work_dir: str) -> CutResu
             made = verify.check(out, expectation(cfg, info, win, how), cfg.process_timeout)
             if how == "smart" and made.video_frames != win.frames:
                 raise verify.CheckFailed(f"it has {made.video_frames} frames, not {win.frames}")
-            return CutResult(out, how, made, win.truncated)
+            figures = None
+            if audio_filter and cfg.loudness:
+                figures = loudness.report(out, cfg.loudness, cfg.process_timeout)
+            return CutResult(out, how, made, win.truncated, figures)
         except WorkerError as exc:
             final = (Reason.TIMEOUT, Reason.TERMINATED, Reason.OUTPUT_TOO_LARGE)
             if exc.reason in final or how == paths[-1]:

@@ -35,6 +35,15 @@ optional:
   CLIP_OUTPUT_FILENAME          file name for Content-Disposition
   CLIP_DEBUG                    any value: log FFmpeg commands and fetched URLs
 
+media options (each makes the clip a re-encode where it touches every frame):
+  CLIP_CAPTION_TOP              meme text at the top (newlines start lines; <= 300 chars)
+  CLIP_CAPTION_BOTTOM           meme text at the bottom
+  CLIP_CAPTION_UPPERCASE        true: draw the captions in upper case (default false)
+  CLIP_CROP_ASPECT              crop to W:H, e.g. 9:16, 1:1, 4:5 (exact, even sides)
+  CLIP_CROP_POSITION            horizontal place of the crop, 0 left .. 1 right (default 0.5)
+  CLIP_LOUDNESS_TARGET          EBU R128 normalisation to this many LUFS (e.g. -14)
+  CLIP_LOUDNESS_TRUE_PEAK       true-peak ceiling in dBTP (default -1)
+
 legacy, standalone use without the operator (credentials in the Pod: not how Jobs run):
   CLIP_S3_ENDPOINT, CLIP_S3_REGION, CLIP_S3_ADDRESSING_STYLE, AWS_ACCESS_KEY_ID,
   AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN

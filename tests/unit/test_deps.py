@@ -12,7 +12,16 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 DEPS = REPO / "hack" / "deps.sh"
-ALL_TOOLS = ("ffmpeg", "promtool", "curl", "openssl", "python3", "debootstrap", "dockerd")
+ALL_TOOLS = (
+    "ffmpeg",
+    "tesseract",
+    "promtool",
+    "curl",
+    "openssl",
+    "python3",
+    "debootstrap",
+    "dockerd",
+)
 
 
 def machine(tmp_path: Path, have: tuple[str, ...], apt: bool = True) -> Path:
@@ -27,6 +36,9 @@ def machine(tmp_path: Path, have: tuple[str, ...], apt: bool = True) -> Path:
         stub = bin_dir / tool
         stub.write_text("#!/bin/sh\nexit 0\n")
         stub.chmod(0o755)
+    for font in ("dejavu/DejaVuSans-Bold.ttf", "droid/DroidSansFallbackFull.ttf"):
+        (tmp_path / "fonts" / font).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "fonts" / font).write_bytes(b"")  # the caption fonts are present
     if apt:
         rec = bin_dir / "apt-get"
         rec.write_text(f'#!/bin/sh\necho "$DEBIAN_FRONTEND apt-get $*" >>{tmp_path}/apt.log\n')
@@ -42,7 +54,7 @@ def deps(bin_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=30,
-        env={"PATH": str(bin_dir)},
+        env={"PATH": str(bin_dir), "CLIP_FONT_DIR": str(bin_dir.parent / "fonts")},
         check=False,
     )
 
@@ -81,13 +93,13 @@ def test_only_the_missing_packages_are_installed_with_one_line_saying_which(
 
 
 def test_image_tools_count_only_with_images(tmp_path: Path) -> None:
-    bin_dir = machine(tmp_path, ("ffmpeg", "promtool", "curl", "openssl", "python3"))
+    bin_dir = machine(tmp_path, ("ffmpeg", "tesseract", "promtool", "curl", "openssl", "python3"))
     assert deps(bin_dir, "--missing").stdout == "\n"
     assert deps(bin_dir, "--missing", "--images").stdout == "debootstrap docker.io\n"
 
 
 def test_a_python_without_venv_needs_python3_venv(tmp_path: Path) -> None:
-    bin_dir = machine(tmp_path, ("ffmpeg", "promtool", "curl", "openssl"))
+    bin_dir = machine(tmp_path, ("ffmpeg", "tesseract", "promtool", "curl", "openssl"))
     fails = bin_dir / "python3"
     fails.write_text("#!/bin/sh\nexit 1\n")  # `import ensurepip, venv` fails
     fails.chmod(0o755)

@@ -1,0 +1,249 @@
+"""Issue 16's options on real decoded frames: the real worker (FFmpeg, yt-dlp, versitygw) on
+small generated sources. Captions are read back with OCR (tesseract), crops are checked by
+size and by a coloured marker at a known place, loudness is measured on the output."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.mediaserver import MediaHTTPServer
+from tests.plugins.media import WorkerRun, ffprobe_json, run_worker, s3_target, worker_env
+
+pytestmark = pytest.mark.integration
+
+# Marker source: grey frame, a red bar at x 560..599 of 640 (a crop either holds it or not).
+MARKER_X = (560, 600)
+
+
+def _ffmpeg(*args: str) -> None:
+    cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args]
+    subprocess.run(cmd, check=True, timeout=300)
+
+
+def _h264(video: str, seconds: float, out: Path, volume: float = 1.0, then: str = "") -> None:
+    _ffmpeg(
+        "-f", "lavfi", "-i", f"{video}:rate=25:duration={seconds}{then}",
+        "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}",
+        "-map", "0:v", "-map", "1:a", "-af", f"volume={volume}",
+        "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p",
+        "-g", "25", "-keyint_min", "25", "-sc_threshold", "0", "-bf", "0",
+        "-c:a", "aac", "-b:a", "96k", "-movflags", "+faststart", str(out),
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Sources:
+    root: Path
+    server: MediaHTTPServer
+
+    def url(self, name: str) -> str:
+        return f"{self.server.url}/{name}"
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sources]:
+    """Three short sources (a few seconds to make on 2 cores)."""
+    if not shutil.which("ffmpeg"):
+        pytest.skip("ffmpeg not installed (apt-get install ffmpeg)")
+    root = tmp_path_factory.mktemp("media-options")
+    _h264("testsrc2=size=640x360", 3, root / "land.mp4")
+    _h264("testsrc2=size=1280x720", 2, root / "wide.mp4")
+    _h264("color=c=gray:size=640x360", 2, root / "marker.mp4",
+          then=f",drawbox=x={MARKER_X[0]}:y=0:w=40:h=360:c=red:t=fill")  # fmt: skip
+    _h264("testsrc2=size=320x180", 3, root / "quiet.mp4", volume=0.05)
+    server = MediaHTTPServer(root, "127.0.0.1", 0)
+    server.start()
+    try:
+        yield Sources(root, server)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def ocr() -> str:
+    found = shutil.which("tesseract")
+    if not found:
+        pytest.skip("tesseract not installed (apt-get install tesseract-ocr; hack/setup.sh)")
+    return found
+
+
+def _make(
+    sources: Sources, s3_server: Any, bucket: str, tmp: Path, name: str, fmt: str, **extra: str
+) -> tuple[WorkerRun, Path]:
+    key = f"opts/{tmp.name}.{fmt}"
+    env = worker_env(sources.url(name), 0.5, 2.5 if name != "wide.mp4" else 1.5, fmt,
+                     **s3_target(s3_server, bucket, key), **extra)  # fmt: skip
+    run = run_worker(env, tmp)
+    assert run.returncode == 0, f"worker failed: {run.result} {run.stderr[-2000:]}"
+    clip = tmp / f"clip.{fmt}"
+    clip.write_bytes(s3_server.client().get_object(Bucket=bucket, Key=key)["Body"].read())
+    return run, clip
+
+
+def _frame(clip: Path, out: Path, at: float = 0.5) -> Path:
+    _ffmpeg("-ss", f"{at}", "-i", str(clip), "-frames:v", "1", str(out))
+    return out
+
+
+def _size(path: Path) -> tuple[int, int]:
+    stream = ffprobe_json(path, "-select_streams", "v:0", "-show_entries", "stream=width,height")
+    return int(stream["streams"][0]["width"]), int(stream["streams"][0]["height"])
+
+
+def _read(tesseract: str, frame: Path, region: str) -> str:
+    """OCR of the top or bottom 40 % of a frame: the white caption pixels (every channel
+    above 200) as black on white, scaled up for small GIF/portrait type (tesseract cannot
+    separate white text from the busy, bright test pattern by itself)."""
+    w, h = _size(frame)
+    band = int(h * 0.4)
+    rows = _pixels(frame)
+    rows = rows[:band] if region == "top" else rows[h - band :]
+    scale = max(1, round(1200 / w))
+    out = bytearray()
+    for row in rows:
+        line = bytes(0 if min(px) > 200 else 255 for px in row for _ in range(scale))
+        out += line * scale
+    part = frame.with_name(f"{frame.stem}-{region}.pgm")
+    part.write_bytes(f"P5 {w * scale} {band * scale} 255\n".encode() + bytes(out))
+    done = subprocess.run([tesseract, str(part), "-", "--psm", "6"], capture_output=True,
+                          text=True, timeout=120, check=True)  # fmt: skip
+    return done.stdout
+
+
+CASES = [
+    # name, source, format, extra env, output size
+    ("landscape-mp4", "land.mp4", "mp4", {}, (640, 360)),
+    ("gif-480", "land.mp4", "gif", {}, (480, 270)),
+    ("portrait-9x16", "wide.mp4", "mp4", {"CLIP_CROP_ASPECT": "9:16"}, (396, 704)),
+]
+
+
+@pytest.mark.parametrize(("name", "source", "fmt", "extra", "size"), CASES,
+                         ids=[c[0] for c in CASES])  # fmt: skip
+def test_captions_are_read_back_top_and_bottom(
+    sources: Sources, ocr: str, s3_server: Any, s3_bucket: str, tmp_path: Path,
+    name: str, source: str, fmt: str, extra: dict[str, str], size: tuple[int, int],
+) -> None:  # fmt: skip
+    run, clip = _make(sources, s3_server, s3_bucket, tmp_path, source, fmt,
+                      CLIP_CAPTION_TOP="when the build", CLIP_CAPTION_BOTTOM="passes first time",
+                      CLIP_CAPTION_UPPERCASE="true", **extra)  # fmt: skip
+    assert run.result["cutPath"] == "reencode"
+    assert (run.result["width"], run.result["height"]) == size == _size(clip)
+    frame = _frame(clip, tmp_path / "frame.png")
+    top, bottom = _read(ocr, frame, "top"), _read(ocr, frame, "bottom")
+    assert "BUILD" in top and "PASSES" not in top, top
+    assert "PASSES" in bottom and "FIRST" in bottom and "BUILD" not in bottom, bottom
+
+
+def test_hostile_caption_text_is_drawn_literally(
+    sources: Sources, ocr: str, s3_server: Any, s3_bucket: str, tmp_path: Path
+) -> None:
+    hostile = "it's 50%: a\\b %{pts} [x];"
+    _, clip = _make(sources, s3_server, s3_bucket, tmp_path, "marker.mp4", "mp4",
+                    CLIP_CAPTION_TOP=hostile, CLIP_CAPTION_BOTTOM="FIRST\nSECOND")  # fmt: skip
+    frame = _frame(clip, tmp_path / "frame.png")
+    top = _read(ocr, frame, "top").replace("\n", " ")
+    for piece in ("it's", "50%:", "a\\b", "%{pts}", "[x];"):
+        assert piece in top.lower(), (piece, top)  # (tesseract reads "it's" as "It's")
+    lines = [line.strip() for line in _read(ocr, frame, "bottom").splitlines() if line.strip()]
+    assert lines[-2:] == ["FIRST", "SECOND"], lines
+
+
+def test_long_caption_wraps_inside_the_frame(
+    sources: Sources, ocr: str, s3_server: Any, s3_bucket: str, tmp_path: Path
+) -> None:
+    text = "supercalifragilistic " * 14  # 294 characters: many lines, smaller type
+    _, clip = _make(sources, s3_server, s3_bucket, tmp_path, "marker.mp4", "mp4",
+                    CLIP_CAPTION_TOP=text)  # fmt: skip
+    frame = _frame(clip, tmp_path / "frame.png")
+    assert _read(ocr, frame, "top").count("supercalifragilistic") >= 2
+    # The outline (black) never reaches the frame's side columns (4 % margin each side).
+    rgb = _pixels(frame)
+    w, h = _size(frame)
+    for x in (0, 1, w - 2, w - 1):
+        assert all(rgb[y][x][0] > 60 for y in range(h)), f"text reached column {x}"
+
+
+def _pixels(png: Path) -> list[list[tuple[int, int, int]]]:
+    w, h = _size(png)
+    raw = subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-i", str(png), "-f", "rawvideo",
+         "-pix_fmt", "rgb24", "-"], capture_output=True, check=True, timeout=60,
+    ).stdout  # fmt: skip
+    return [[(raw[3 * (y * w + x)], raw[3 * (y * w + x) + 1], raw[3 * (y * w + x) + 2])
+             for x in range(w)] for y in range(h)]  # fmt: skip
+
+
+def _red_columns(png: Path) -> list[int]:
+    rgb = _pixels(png)
+    mid = rgb[len(rgb) // 2]
+    return [x for x, (r, g, b) in enumerate(mid) if r > 150 and g < 90 and b < 90]
+
+
+@pytest.mark.parametrize(("position", "red"), [("1", True), ("0", False), ("0.5", False)])
+def test_crop_keeps_exact_aspect_at_its_position(
+    sources: Sources, s3_server: Any, s3_bucket: str, tmp_path: Path, position: str, red: bool
+) -> None:
+    run, clip = _make(sources, s3_server, s3_bucket, tmp_path, "marker.mp4", "mp4",
+                      CLIP_CROP_ASPECT="9:16", CLIP_CROP_POSITION=position)  # fmt: skip
+    w, h = _size(clip)
+    assert (w, h) == (198, 352) and w * 16 == h * 9  # k = 22: the largest even 9k x 16k
+    assert run.result["cutPath"] == "reencode"
+    columns = _red_columns(_frame(clip, tmp_path / "frame.png"))
+    if red:
+        # Cropped at the right edge: x 442..639 of the source, the bar at 560..599.
+        left = MARKER_X[0] - (640 - w)
+        assert columns and abs(columns[0] - left) <= 2 and abs(columns[-1] - (left + 39)) <= 2
+    else:
+        assert not columns, columns
+
+
+def test_crop_with_max_height_and_gif(
+    sources: Sources, s3_server: Any, s3_bucket: str, tmp_path: Path
+) -> None:
+    run, clip = _make(sources, s3_server, s3_bucket, tmp_path, "marker.mp4", "gif",
+                      CLIP_CROP_ASPECT="4:5", CLIP_MAX_HEIGHT="150")  # fmt: skip
+    w, h = _size(clip)
+    assert h <= 150 and w * 5 == h * 4, (w, h)
+    assert (run.result["width"], run.result["height"]) == (w, h)
+
+
+def _lufs(path: Path) -> float:
+    out = subprocess.run(
+        ["ffmpeg", "-nostdin", "-hide_banner", "-nostats", "-i", str(path), "-map", "0:a:0",
+         "-af", "ebur128", "-f", "null", "-"], capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    found = re.findall(r"I:\s+(-?[\d.]+) LUFS", out.stderr)
+    assert found, out.stderr[-1000:]
+    return float(found[-1])
+
+
+LOUDNESS = [("mp4", "-14", "smart"), ("webm", "-23", "reencode"), ("mp3", "-16", "reencode")]
+
+
+@pytest.mark.parametrize(("fmt", "target", "cut"), LOUDNESS)
+def test_loudness_is_normalised_and_reported(
+    sources: Sources, s3_server: Any, s3_bucket: str, tmp_path: Path, fmt: str, target: str,
+    cut: str,
+) -> None:  # fmt: skip
+    before = _lufs(sources.root / "quiet.mp4")
+    run, clip = _make(sources, s3_server, s3_bucket, tmp_path, "quiet.mp4", fmt,
+                      CLIP_LOUDNESS_TARGET=target)  # fmt: skip
+    measured = _lufs(clip)
+    assert abs(measured - float(target)) <= 1.0, (before, measured)
+    assert abs(before - float(target)) > 5  # the source really was far off
+    report = run.result["loudness"]
+    assert report["targetLufs"] == float(target)
+    assert abs(report["integratedLufs"] - measured) <= 0.3, report
+    assert report["truePeakDbtp"] <= -1.0 + 0.5
+    # Loudness only touches the audio: the smart cut (copied middle GOPs) stays.
+    assert run.result["cutPath"] == cut
