@@ -8,10 +8,12 @@ loop, so they are right after an operator restart instead of drifting like count
 
 from __future__ import annotations
 
+import platform
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib.metadata import PackageNotFoundError, version
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
@@ -36,7 +38,7 @@ JOB_LATENCY = Histogram(
 )
 RECONCILE_TOTAL = Counter(
     "clip_operator_reconcile",
-    "Handler invocations by handler and result (success, error, retry, permanent).",
+    "Reconciles and resyncs by handler (reconcile|resync) and result (success|error).",
     ["handler", "result"],
 )
 RECONCILE_DURATION = Histogram(
@@ -53,6 +55,22 @@ RECONCILE_ERRORS = Counter(
 QUEUE_DEPTH = Gauge(
     "clip_jobs_queue_depth",
     "ClipJobs in phase Queued waiting for an in-flight slot.",
+)
+NAMESPACE_QUEUED = Gauge(
+    "clip_jobs_namespace_queued",
+    "ClipJobs in phase Queued (waiting for a slot or backing off after a refused Job "
+    "create), per namespace; a namespace with none has no series.",
+    ["namespace"],
+)
+NAMESPACE_INFLIGHT = Gauge(
+    "clip_jobs_namespace_inflight",
+    "Kubernetes Jobs of ClipJobs running now, per namespace; a namespace with none has no series.",
+    ["namespace"],
+)
+BUILD_INFO = Gauge(
+    "clip_operator_build_info",
+    "Always 1; the labels say which operator runs: version, python, kopf.",
+    ["version", "python", "kopf"],
 )
 OLDEST_INFLIGHT_AGE = Gauge(
     "clip_jobs_oldest_inflight_age_seconds",
@@ -146,6 +164,32 @@ def _initialise_series() -> None:
 
 
 _initialise_series()
+
+
+def _version(package: str) -> str:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+BUILD_INFO.labels(_version("clip-operator"), platform.python_version(), _version("kopf")).set(1)
+
+# The namespaces each per-namespace gauge has a series for (to remove the ones that empty).
+_namespace_series: dict[int, set[str]] = {}
+
+
+def set_per_namespace(gauge: Gauge, counts: dict[str, int]) -> None:
+    """Set `gauge{namespace}` to counts; a namespace that dropped to 0 or vanished loses
+    its series (no stale series per namespace that once had ClipJobs)."""
+    known = _namespace_series.get(id(gauge), set())
+    current = {ns for ns, n in counts.items() if n > 0}
+    for ns in known - current:
+        gauge.remove(ns)
+    for ns in current:
+        gauge.labels(ns).set(counts[ns])
+    _namespace_series[id(gauge)] = current
+
 
 _server_lock = threading.Lock()
 _server_port: int | None = None

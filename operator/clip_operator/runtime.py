@@ -90,6 +90,18 @@ def update_gauges(controller: Controller) -> None:
     adm = controller.admission
     backing_off = sum(1 for uid in controller.refused if not adm.is_waiting(uid))
     metrics.QUEUE_DEPTH.set(adm.waiting() + backing_off)
+    queued = dict(adm.waiting_by_namespace())
+    for uid in controller.refused:
+        cj = controller.cache.clipjobs.get(uid)
+        if cj is not None and not adm.is_waiting(uid):
+            ns = cj["metadata"].get("namespace") or ""
+            queued[ns] = queued.get(ns, 0) + 1
+    metrics.set_per_namespace(metrics.NAMESPACE_QUEUED, queued)
+    inflight: dict[str, int] = {}
+    for job in running:
+        ns = (job.get("metadata") or {}).get("namespace") or ""
+        inflight[ns] = inflight.get(ns, 0) + 1
+    metrics.set_per_namespace(metrics.NAMESPACE_INFLIGHT, inflight)
     metrics.WORKQUEUE_DEPTH.set(controller.queue.depth())
     metrics.WORKQUEUE_DELAYED.set(controller.queue.delayed())
     oldest = 0.0
