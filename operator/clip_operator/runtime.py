@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,7 +25,7 @@ from .controller import Controller
 from .leader import LeaderElector
 from .memory import release_memory
 from .status import parse_time
-from .workqueue import serve
+from .workqueue import Result, serve
 
 log = logging.getLogger("clip_operator")
 LAG_PERIOD = 0.5
@@ -137,20 +138,35 @@ async def serve_health(
     return runner
 
 
-def reconcilers(controller: Controller) -> list[asyncio.Task[Any]]:
+def reconcilers(
+    controller: Controller, may_write: Callable[[], bool] | None = None
+) -> list[asyncio.Task[Any]]:
     """The tasks that write: reconcile workers and the periodic resync."""
+    reconcile = controller.reconcile
+    if may_write is not None:
+        guard = may_write
+
+        async def reconcile(uid: str) -> Result:
+            if not guard():  # the Lease may be lost: leave the key to the next leader
+                raise LeaseNotHeld("not reconciling: the Lease was not renewed in time")
+            return await controller.reconcile(uid)
+
     tasks = [
-        asyncio.create_task(serve(controller.queue, controller.reconcile, _on_error), name=f"w{i}")
+        asyncio.create_task(serve(controller.queue, reconcile, _on_error), name=f"w{i}")
         for i in range(controller.config.workers)
     ]
     return [*tasks, asyncio.create_task(resync_loop(controller), name="resync")]
 
 
-async def lead(controller: Controller) -> None:
+class LeaseNotHeld(RuntimeError):
+    """A reconcile refused because this replica may no longer hold the Lease."""
+
+
+async def lead(controller: Controller, may_write: Callable[[], bool] | None = None) -> None:
     """A new leader's term: workers on the warm cache at once, a full resync to pick up
     whatever the standby missed, then reconcile until cancelled (leadership ended)."""
     controller.queue.last_progress = controller.clock()  # standing by was not a stall
-    tasks = reconcilers(controller)
+    tasks = reconcilers(controller, may_write)
     try:
         for attempt in itertools.count(1):
             try:
@@ -178,7 +194,7 @@ async def start(controller: Controller, elector: LeaderElector | None = None) ->
     ]
     if elector is None:
         return [*reconcilers(controller), *tasks]
-    campaign = elector.run(lambda: lead(controller), _terminate)
+    campaign = elector.run(lambda: lead(controller, elector.holds), _terminate)
     return [*tasks, asyncio.create_task(campaign, name="leader-election")]
 
 
