@@ -94,6 +94,26 @@ def resolve_bucket(spec: ClipJobSpec, config: OperatorConfig) -> str | None:
     return config.s3_bucket
 
 
+def _media_env(spec: ClipJobSpec) -> list[tuple[str, str | None]]:
+    """Issue 16's options (captions, crop, loudness): only the variables of those set."""
+    env: list[tuple[str, str | None]] = []
+    captions, crop, loud = spec.captions, spec.output.crop, spec.output.loudness
+    if captions:
+        env += [
+            ("CLIP_CAPTION_TOP", captions.top),
+            ("CLIP_CAPTION_BOTTOM", captions.bottom),
+            ("CLIP_CAPTION_UPPERCASE", "true" if captions.upper_case else None),
+        ]
+    if crop:
+        env += [("CLIP_CROP_ASPECT", crop.aspect), ("CLIP_CROP_POSITION", f"{crop.position:g}")]
+    if loud:
+        env += [
+            ("CLIP_LOUDNESS_TARGET", f"{loud.target_lufs:g}"),
+            ("CLIP_LOUDNESS_TRUE_PEAK", f"{loud.true_peak_dbtp:g}"),
+        ]
+    return env
+
+
 def _env(
     spec: ClipJobSpec, ref: ClipJobRef, config: OperatorConfig, upload: UploadTarget | None
 ) -> list[dict[str, Any]]:
@@ -117,6 +137,7 @@ def _env(
         ("CLIP_S3_BUCKET", resolve_bucket(spec, config)),
         ("CLIP_S3_KEY", object_key(ref, spec)),
         ("HOME", SCRATCH_DIR),  # yt-dlp wants a writable cache dir; the root fs is read-only
+        *_media_env(spec),
     ]
     if upload is not None:
         plain += [

@@ -8,6 +8,7 @@ ClipJob that slipped past (an older CRD, a disabled CEL rule) fails with a clear
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -69,10 +70,61 @@ CONTENT_TYPES = {
 }
 
 
+MAX_CAPTION_CHARS = 300
+_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")
+
+
+class Crop(_Model):
+    aspect: str = Field(max_length=9, pattern=r"^[1-9][0-9]{0,3}:[1-9][0-9]{0,3}$")
+    position: float = Field(default=0.5, ge=0, le=1)
+
+    @field_validator("aspect")
+    @classmethod
+    def _ratio(cls, value: str) -> str:
+        w, h = (int(part) for part in value.split(":"))
+        if w > 10 * h or h > 10 * w:
+            raise ValueError(f"crop.aspect must be between 1:10 and 10:1, got {value!r}")
+        return value
+
+
+class Loudness(_Model):
+    target_lufs: float = Field(default=-14.0, ge=-70, le=-5)
+    true_peak_dbtp: float = Field(default=-1.0, ge=-9, le=0)
+
+
 class Output(_Model):
     format: OutputFormat = OutputFormat.MP4
     mode: Mode = Mode.ACCURATE
     max_height: int | None = Field(default=None, ge=16, le=4320)
+    crop: Crop | None = None
+    loudness: Loudness | None = None
+
+    @model_validator(mode="after")
+    def _needs(self) -> Output:
+        if self.crop and self.format == OutputFormat.MP3:
+            raise ValueError("output.crop needs video; output format mp3 has none")
+        if self.loudness and self.format == OutputFormat.GIF:
+            raise ValueError("output.loudness needs audio; output format gif has none")
+        return self
+
+
+class Captions(_Model):
+    top: str | None = Field(default=None, min_length=1, max_length=MAX_CAPTION_CHARS)
+    bottom: str | None = Field(default=None, min_length=1, max_length=MAX_CAPTION_CHARS)
+    upper_case: bool = False
+
+    @field_validator("top", "bottom")
+    @classmethod
+    def _printable(cls, value: str | None) -> str | None:
+        if value is not None and _CONTROL.search(value):
+            raise ValueError("must not contain control characters other than newlines")
+        return value
+
+    @model_validator(mode="after")
+    def _some_text(self) -> Captions:
+        if not self.top and not self.bottom:
+            raise ValueError("captions needs top or bottom text")
+        return self
 
 
 class SecretRef(_Model):
@@ -115,6 +167,7 @@ class ClipJobSpec(_Model):
     start: str = Field(max_length=32)
     end: str = Field(max_length=32)
     output: Output = Output()
+    captions: Captions | None = None
     storage: Storage | None = None
     url_expires_seconds: int | None = Field(default=None, ge=60, le=MAX_URL_EXPIRES_SECONDS)
     deadline_seconds: int | None = Field(default=None, ge=30, le=86400)
@@ -129,6 +182,12 @@ class ClipJobSpec(_Model):
     def _timestamp(cls, value: str) -> str:
         parse_timestamp(value)  # raises with the grammar in the message
         return value
+
+    @model_validator(mode="after")
+    def _captions_need_video(self) -> ClipJobSpec:
+        if self.captions and self.output.format == OutputFormat.MP3:
+            raise ValueError("captions need video; output format mp3 has none")
+        return self
 
     @model_validator(mode="after")
     def _range(self) -> ClipJobSpec:
@@ -171,6 +230,13 @@ class Condition(_Model):
     message: str = Field(default="", max_length=32768)
 
 
+class LoudnessStatus(_Model):
+    target_lufs: float | None = None
+    integrated_lufs: float | None = None
+    range_lu: float | None = None
+    true_peak_dbtp: float | None = None
+
+
 class OutputStatus(_Model):
     bucket: str
     key: str
@@ -181,6 +247,7 @@ class OutputStatus(_Model):
     content_type: str | None = None
     cut_path: str | None = None
     truncated: bool | None = None
+    loudness: LoudnessStatus | None = None
 
 
 class Timings(_Model):

@@ -228,6 +228,9 @@ def build_conditions(
     return out
 
 
+_LOUDNESS = ("targetLufs", "integratedLufs", "rangeLu", "truePeakDbtp")
+
+
 def output_from_result(result: dict[str, Any], bucket: str, key: str) -> dict[str, Any]:
     """status.output from the worker's JSON; bucket/key fall back to what we asked for."""
     out: dict[str, Any] = {
@@ -251,6 +254,15 @@ def output_from_result(result: dict[str, Any], bucket: str, key: str) -> dict[st
             out[name] = value
     if result.get("truncated") is True:  # the source ended before `end`: a shorter clip
         out["truncated"] = True
+    loudness = result.get("loudness")
+    if isinstance(loudness, dict):  # spec.output.loudness: what ebur128 measured
+        figures = {
+            k: round(float(v), 1)
+            for k, v in loudness.items()
+            if k in _LOUDNESS and isinstance(v, int | float) and not isinstance(v, bool)
+        }
+        if figures:
+            out["loudness"] = figures
     return out
 
 

@@ -1,0 +1,70 @@
+"""The API server rejects bad media options (issue 16) at `kubectl apply`, naming the field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from tests.clipjobs import create, manifest
+
+pytestmark = pytest.mark.integration
+
+INVALID = [
+    ("caption-too-long", {"captions": {"top": "x" * 301}}, "spec.captions.top",
+     "may not be more than 300"),
+    ("caption-5000", {"captions": {"bottom": "ha" * 2500}}, "spec.captions.bottom",
+     "may not be more than 300"),
+    ("caption-control", {"captions": {"top": "bell\x07"}}, "spec.captions.top",
+     "control characters other than newlines"),
+    ("caption-tab", {"captions": {"bottom": "a\tb"}}, "spec.captions.bottom",
+     "control characters other than newlines"),
+    ("caption-empty", {"captions": {"upperCase": True}}, "spec.captions",
+     "needs top or bottom text"),
+    ("caption-mp3", {"captions": {"top": "a"}, "output": {"format": "mp3"}}, "spec.captions",
+     "need video"),
+    ("crop-no-aspect", {"output": {"crop": {"position": 0.5}}}, "spec.output.crop.aspect",
+     "Required value"),
+    ("crop-bad-aspect", {"output": {"crop": {"aspect": "9x16"}}}, "spec.output.crop.aspect",
+     "should match"),
+    ("crop-too-wide", {"output": {"crop": {"aspect": "11:1"}}}, "spec.output.crop.aspect",
+     "between 1:10 and 10:1"),
+    ("crop-position", {"output": {"crop": {"aspect": "1:1", "position": 1.5}}},
+     "spec.output.crop.position", "less than or equal to 1"),
+    ("crop-mp3", {"output": {"format": "mp3", "crop": {"aspect": "1:1"}}}, "spec.output.crop",
+     "needs video"),
+    ("loudness-high", {"output": {"loudness": {"targetLufs": 0}}},
+     "spec.output.loudness.targetLufs", "less than or equal to -5"),
+    ("loudness-peak", {"output": {"loudness": {"truePeakDbtp": 3}}},
+     "spec.output.loudness.truePeakDbtp", "less than or equal to 0"),
+    ("loudness-gif", {"output": {"format": "gif", "loudness": {}}}, "spec.output.loudness",
+     "needs audio"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "spec", "field", "text"), INVALID, ids=[c[0] for c in INVALID])
+def test_bad_media_options_are_rejected_naming_the_field(
+    kube: Any, namespace: str, name: str, spec: dict[str, Any], field: str, text: str
+) -> None:
+    with pytest.raises(ApiException) as info:
+        create(kube, namespace, manifest(name, **spec))
+    assert info.value.status in (400, 422), info.value.body
+    assert field in info.value.body and text in info.value.body, info.value.body
+
+
+def test_hostile_but_printable_caption_is_accepted_as_written(kube: Any, namespace: str) -> None:
+    text = "it's 50%: a\\b %{pts} [x];\nnext line ünïcødé 日本語 שלום"
+    output = {"crop": {"aspect": "9:16"}, "loudness": {}}
+    created = create(kube, namespace, manifest("hostile", captions={"top": text}, output=output))
+    assert created["spec"]["captions"]["top"] == text
+    assert created["spec"]["captions"]["upperCase"] is False
+    assert created["spec"]["output"]["crop"]["position"] == 0.5
+    assert created["spec"]["output"]["loudness"] == {"targetLufs": -14, "truePeakDbtp": -1}
+
+
+def test_explain_covers_the_media_options(kube: Any) -> None:
+    for path in ("clipjob.spec.captions.top", "clipjob.spec.output.crop.aspect",
+                 "clipjob.spec.output.loudness.targetLufs"):  # fmt: skip
+        out = kube.run_kubectl("explain", path)
+        assert out.returncode == 0 and "DESCRIPTION" in out.stdout.upper(), out.stderr

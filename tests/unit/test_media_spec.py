@@ -1,0 +1,51 @@
+"""Issue 16's spec fields in the operator: the model re-checks what admission checks, and
+status.output.loudness carries the worker's measurement."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from clip_operator.models import InvalidSpec, parse_spec
+from clip_operator.status import output_from_result
+
+BASE: dict[str, Any] = {"source": {"url": "https://example.test/v"}, "start": "10", "end": "20"}
+
+
+def test_media_options_parse_with_defaults() -> None:
+    spec = parse_spec({**BASE, "captions": {"top": "a\nb"},
+                       "output": {"crop": {"aspect": "9:16"}, "loudness": {}}})  # fmt: skip
+    assert spec.captions and spec.captions.top == "a\nb" and not spec.captions.upper_case
+    assert spec.output.crop and spec.output.crop.position == 0.5
+    assert spec.output.loudness and spec.output.loudness.target_lufs == -14.0
+
+
+@pytest.mark.parametrize(
+    ("extra", "text"),
+    [
+        ({"captions": {"top": "x" * 301}}, "spec.captions.top"),
+        ({"captions": {"top": "a\x1bb"}}, "control characters"),
+        ({"captions": {}}, "needs top or bottom text"),
+        ({"captions": {"top": "a"}, "output": {"format": "mp3"}}, "captions need video"),
+        ({"output": {"crop": {"aspect": "30:1"}}}, "between 1:10 and 10:1"),
+        ({"output": {"crop": {"aspect": "9/16"}}}, "spec.output.crop.aspect"),
+        ({"output": {"format": "mp3", "crop": {"aspect": "1:1"}}}, "crop needs video"),
+        ({"output": {"format": "gif", "loudness": {}}}, "loudness needs audio"),
+        ({"output": {"loudness": {"targetLufs": -80}}}, "spec.output.loudness.targetLufs"),
+    ],
+)
+def test_bad_media_options_are_invalid_spec(extra: dict[str, Any], text: str) -> None:
+    with pytest.raises(InvalidSpec) as info:
+        parse_spec({**BASE, **extra})
+    assert text in str(info.value)
+
+
+def test_loudness_figures_reach_status_output() -> None:
+    result = {"bucket": "b", "key": "k", "cutPath": "smart",
+              "loudness": {"targetLufs": -14.0, "integratedLufs": -14.04, "rangeLu": 0.4,
+                           "truePeakDbtp": -3.2, "bogus": "x"}}  # fmt: skip
+    out = output_from_result(result, "b", "k")
+    assert out["loudness"] == {"targetLufs": -14.0, "integratedLufs": -14.0, "rangeLu": 0.4,
+                               "truePeakDbtp": -3.2}  # fmt: skip
+    assert "loudness" not in output_from_result({"loudness": "loud"}, "b", "k")
