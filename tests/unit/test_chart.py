@@ -275,6 +275,11 @@ def test_value_names_are_the_setting_names() -> None:
         for k in values["storage"]
         if k != "operatorCredentialsSecret" and setting("S3_", k) not in env
     ]
+    missing += [
+        f"notify.{k}: {setting('NOTIFY_', k)}"
+        for k in values["notify"]
+        if setting("NOTIFY_", k) not in env
+    ]
     assert not missing, missing
 
 

@@ -70,6 +70,29 @@ def lease_role(docs: list[dict[str, Any]]) -> dict[str, Any]:
     return role
 
 
+def notify_role(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (role,) = [r for r in by_kind(docs, "Role") if r["metadata"]["name"].endswith("-notify-secret")]
+    return role
+
+
+def test_the_default_webhook_key_is_the_only_secret_read_in_the_release_namespace() -> None:
+    docs = render(release="clip", namespace="clip-system", sets={"notify.secret": "hook-key"})
+    role = notify_role(docs)
+    assert role["metadata"]["namespace"] == "clip-system"
+    assert role["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": ["hook-key"],
+            "verbs": ["get"],
+        }
+    ]
+    assert operator_env(docs)["CLIP_OPERATOR_NOTIFY_SECRET"] == "clip-system/hook-key"
+    assert not [
+        r for r in by_kind(render(), "Role") if r["metadata"]["name"].endswith("-notify-secret")
+    ]
+
+
 def test_leader_election_may_touch_only_its_own_lease_in_the_release_namespace() -> None:
     docs = render(release="clip", namespace="clip-system")
     role = lease_role(docs)
@@ -260,6 +283,10 @@ def rbac_table() -> str:
     out += [
         (*row, "`leaderElection.enabled` (default): a Role in the release namespace")
         for row in lease
+    ]
+    out += [
+        (*row, "`notify.secret`: a Role in the release namespace")
+        for row in _rule_rows(notify_role(render(sets={"notify.secret": "hook-key"})))
     ]
     lines = ["| API group | resource | verbs | granted |", "| --- | --- | --- | --- |"]
     lines += [f"| {g} | {r} | {v} | {w} |" for g, r, v, w in out]
