@@ -63,6 +63,17 @@ def _parser() -> argparse.ArgumentParser:
         help=f"text (default) or json: one JSON object per line ({ENV_PREFIX}LOG_FORMAT)",
     )
     sub.add_parser("check-config", help="validate the settings and print them")
+    smoke = sub.add_parser(
+        "smoke-test",
+        help="make one short clip with the running operator and wait until it is Ready "
+        "(the chart's `helm test`)",
+    )
+    smoke.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE") or "default")
+    smoke.add_argument("--source", required=True, help="video URL the workers can reach")
+    smoke.add_argument("--start", default="0")
+    smoke.add_argument("--end", default="2")
+    smoke.add_argument("--timeout", type=float, default=300, help="seconds to wait for Ready")
+    smoke.add_argument("--keep", action="store_true", help="leave the ClipJob (and its clip)")
     return parser
 
 
@@ -154,6 +165,12 @@ def run(config: OperatorConfig, verbose: bool) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "smoke-test":
+        from . import smoketest
+
+        return smoketest.run(
+            args.namespace, args.source, args.start, args.end, args.timeout, args.keep
+        )
     try:
         config = load_config()
     except ConfigError as exc:

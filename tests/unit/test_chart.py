@@ -58,8 +58,12 @@ def template_args(
     sets: dict[str, str] | None = None,
     release: str = "clip",
     namespace: str = "clip-system",
+    tests: bool = False,
 ) -> list[str]:
+    # `helm install` creates no test hooks (only `helm test` does): renders leave them out.
     args = ["template", release, str(CHART), "--namespace", namespace]
+    if not tests:
+        args.append("--skip-tests")
     for path in values or []:
         args += ["--values", str(path)]
     for key, value in (sets or {}).items():
@@ -74,8 +78,18 @@ def render(
     return [d for d in yaml.safe_load_all(out) if d]
 
 
+AGGREGATE_TO_EDIT = "rbac.authorization.k8s.io/aggregate-to-edit"
+
+
+def user_roles(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ClusterRoles for the cluster's users (aggregated into edit/admin), not the operator."""
+    return [d for d in docs if AGGREGATE_TO_EDIT in (d["metadata"].get("labels") or {})]
+
+
 def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [d for d in docs if d["kind"] == kind]
+    """The operator's objects of `kind` (the users' aggregated roles: user_roles)."""
+    users = user_roles(docs)
+    return [d for d in docs if d["kind"] == kind and d not in users]
 
 
 LEADER = "-leader-election"  # the Role and RoleBinding for the Lease (release namespace)
@@ -160,6 +174,7 @@ def test_ci_values_cover_the_three_promised_setups() -> None:
 def test_defaults_render_the_cluster_wide_operator() -> None:
     docs = render()
     kinds = sorted(d["kind"] for d in docs)
+    # Two ClusterRoles: the operator's and the users' (aggregated into edit and admin).
     cluster_scoped = {
         "ClusterRole",
         "ClusterRoleBinding",
@@ -168,7 +183,7 @@ def test_defaults_render_the_cluster_wide_operator() -> None:
         "ValidatingAdmissionPolicyBinding",
     }
     namespaced = ["Deployment", "PodDisruptionBudget", "Role", "RoleBinding", "Service"]
-    assert kinds == sorted([*cluster_scoped, *namespaced, "ServiceAccount"])
+    assert kinds == sorted([*cluster_scoped, "ClusterRole", *namespaced, "ServiceAccount"])
     for doc in docs:
         if doc["kind"] not in cluster_scoped:
             assert doc["metadata"]["namespace"] == "clip-system"
