@@ -96,6 +96,12 @@ def chart_release(
             "operatorCredentialsSecret": "clip-operator-s3",
         },
         "job": {"image": _split(JOB_IMAGE)},
+        # `helm test`: a 2 s clip of the local media server through the configured S3.
+        "tests": {
+            "sourceUrl": f"{media_server.url}/long_faststart.mp4",
+            "start": "10",
+            "end": "12",
+        },
         # Workaround, to remove once fixed in the image: clip-operator:dev runs as uid 65532
         # with no /etc/passwd entry, and kopf's peering id calls getpass.getuser(), which
         # then raises KeyError('getpwuid(): uid not found: 65532') and the Pod crash-loops.
@@ -156,6 +162,50 @@ def test_chart_installed_operator_makes_a_clip(
     out = tmp_path / "clip.mp4"
     assert download(status["url"], out)[0] == 200
     assert abs(media_duration(out) - 4.0) <= 0.05
+
+
+def test_helm_test_makes_a_clip_and_leaves_nothing_behind(
+    node_kube: Any, namespace: str, chart_release: str, tmp_path: Path
+) -> None:
+    env = {
+        **os.environ,
+        "KUBECONFIG": node_kube.kubeconfig,
+        "HELM_CONFIG_HOME": str(tmp_path / "helm" / "config"),
+        "HELM_CACHE_HOME": str(tmp_path / "helm" / "cache"),
+        "HELM_DATA_HOME": str(tmp_path / "helm" / "data"),
+    }
+    proc = subprocess.run(
+        [helm_binary(), "test", chart_release, "-n", namespace, "--logs", "--timeout", "300s"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=360,
+        check=False,
+    )
+    assert proc.returncode == 0, f"helm test failed:\n{proc.stdout}\n{proc.stderr}"
+    assert "Ready: the clip" in proc.stdout, proc.stdout
+    assert "Succeeded" in proc.stdout  # helm's verdict on the test Pod
+
+    def smoke_clipjobs() -> list[Any]:
+        items = node_kube.custom.list_namespaced_custom_object(
+            clipjobs.GROUP,
+            clipjobs.VERSION,
+            namespace,
+            clipjobs.PLURAL,
+            label_selector="app.kubernetes.io/component=smoke-test",
+        )["items"]
+        return list(items)
+
+    clipjobs.wait_for("the smoke-test ClipJob to be deleted", lambda: not smoke_clipjobs(), 60)
+    # The test Pod stays (for --logs) and succeeded; its RBAC is gone (hook-succeeded).
+    pods = node_kube.core.list_namespaced_pod(
+        namespace, label_selector="app.kubernetes.io/component=smoke-test"
+    ).items
+    assert [p.status.phase for p in pods] == ["Succeeded"]
+    sas = node_kube.core.list_namespaced_service_account(
+        namespace, label_selector="app.kubernetes.io/component=smoke-test"
+    ).items
+    assert [s.metadata.name for s in sas if not s.metadata.deletion_timestamp] == []
 
 
 def test_operator_restarted_mid_clip_completes_once(

@@ -54,11 +54,13 @@ def test_helm_test_hook_creates_one_clipjob_with_least_rights() -> None:
     assert hooks(render()) == {}, "helm install must not create the test objects"
 
     sa, role, binding, pod = (found[k] for k in ("ServiceAccount", "Role", "RoleBinding", "Pod"))
-    # RBAC first (weight -1), the Pod after; everything gone once the test passes.
+    # RBAC first (weight -1), the Pod after; the RBAC goes once the test passes, the Pod
+    # stays for `helm test --logs` (which reads it after the run) until the next run.
     for doc in (sa, role, binding):
         assert doc["metadata"]["annotations"]["helm.sh/hook-weight"] == "-1"
-    for doc in found.values():
-        assert "hook-succeeded" in doc["metadata"]["annotations"]["helm.sh/hook-delete-policy"]
+        policy = doc["metadata"]["annotations"]["helm.sh/hook-delete-policy"]
+        assert policy == "before-hook-creation,hook-succeeded"
+    assert pod["metadata"]["annotations"]["helm.sh/hook-delete-policy"] == "before-hook-creation"
 
     assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == "clip-system"
     assert rules_of(role) == {("mememaker.io", "clipjobs"): {"create", "get", "delete"}}
