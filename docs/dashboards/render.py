@@ -81,11 +81,14 @@ def grafana_variables(
         "__range_s": str(int(end - start)),
     }
     for var in dashboard.get("templating", {}).get("list", []):
-        if var["type"] == "query":
+        if var["type"] == "query" and var.get("allValue"):
+            values[var["name"]] = var["allValue"]  # the default, "All", with a custom value
+        elif var["type"] == "query":
             q = var["query"]["query"] if isinstance(var["query"], dict) else var["query"]
             m = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", q)
             if m:
-                found = prom.get(f"/api/v1/label/{m.group(2)}/values", **{"match[]": m.group(1)})
+                match = substitute(m.group(1), values)  # variables chain: $cluster in $job's
+                found = prom.get(f"/api/v1/label/{m.group(2)}/values", **{"match[]": match})
                 # Regex-escaped, with the backslash doubled for a PromQL string literal.
                 escaped = (re.sub(r"([.*+?^${}()|\[\]\\])", r"\\\\\1", v) for v in found)
                 values[var["name"]] = "(" + "|".join(escaped) + ")"
@@ -229,7 +232,7 @@ def draw_gauge(ax: Axes, panel: dict[str, Any], value: float | None) -> None:
     ax.text(0, 0.15, text, color=color, ha="center", va="center", fontsize=18)
 
 
-def draw_heatmap(ax: Axes, series: list[dict[str, Any]]) -> None:
+def draw_heatmap(ax: Axes, panel: dict[str, Any], series: list[dict[str, Any]]) -> None:
     buckets = sorted(series, key=lambda s: float(s["metric"]["le"]))
     if not buckets:
         ax.text(0.5, 0.5, "No data", color=MUTED, ha="center", va="center", transform=ax.transAxes)
@@ -245,13 +248,38 @@ def draw_heatmap(ax: Axes, series: list[dict[str, Any]]) -> None:
         masked,
         aspect="auto",
         origin="lower",
-        cmap="Oranges",
+        cmap=heatmap_colors(panel),
         interpolation="nearest",
         extent=(times[0], times[-1], 0, len(rows)),
     )
     labels = [b["metric"]["le"] for b in buckets]
     ax.set_yticks([i + 0.5 for i in range(len(labels))], labels, fontsize=6)
     ax.xaxis.set_major_formatter(clock)
+
+
+def heatmap_colors(panel: dict[str, Any]) -> Any:
+    """The panel's colour scheme (Grafana's d3 schemes share matplotlib's names) in its steps."""
+    color = panel.get("options", {}).get("color", {})
+    cmap = plt.get_cmap(color.get("scheme", "Oranges"), int(color.get("steps", 64)))
+    return cmap.reversed() if color.get("reverse") else cmap
+
+
+def seconds(duration: str) -> float:
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)", duration)
+    if not m:
+        raise ValueError(f"not a duration: {duration}")
+    return float(m.group(1)) * units[m.group(2)]
+
+
+def target_step(
+    target: dict[str, Any], step: float, values: dict[str, str]
+) -> tuple[float, dict[str, str]]:
+    """Grafana's step for a target: the panel's, or the target's min interval if longer."""
+    if not target.get("interval"):
+        return step, values
+    step = max(step, seconds(target["interval"]))
+    return step, {**values, "__interval": f"{int(step)}s"}
 
 
 def render(
@@ -292,9 +320,10 @@ def render(
             (draw_gauge if kind == "gauge" else draw_stat)(ax, panel, value)
         elif kind == "heatmap":
             target = panel["targets"][0]
-            result = prom.query_range(substitute(target["expr"], values), start, end, step)
+            tstep, tvalues = target_step(target, step, values)
+            result = prom.query_range(substitute(target["expr"], tvalues), start, end, tstep)
             n = len(result)
-            draw_heatmap(ax, result)
+            draw_heatmap(ax, panel, result)
         else:
             series = []
             for target in panel["targets"]:
