@@ -10,7 +10,9 @@
 #
 # Settings: CLIP_PROM_PORT, CLIP_PROM_STATE (default .cluster/prometheus: config, data, log),
 # CLIP_PROM_TARGETS (comma-separated host:port of operator metrics endpoints, default
-# 127.0.0.1:8080), CLIP_PROM_JOB (scrape job name, default clip-operator), PROMETHEUS (binary).
+# 127.0.0.1:8080), CLIP_PROM_JOB (scrape job name, default clip-operator), PROMETHEUS (binary),
+# CLIP_PROM_SCRAPE_INTERVAL (default 1s; the chart's ServiceMonitor uses 30s: bench/traffic
+# scrapes at that), CLIP_PROM_RETENTION (default 1d).
 # Nothing is started by the system's prometheus service: this is a separate process with its
 # own config and data directory, listening on loopback only.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -20,6 +22,8 @@ PROM_PORT="${CLIP_PROM_PORT:-19090}"
 PROM_STATE="${CLIP_PROM_STATE:-$REPO_ROOT/.cluster/prometheus}"
 PROM_TARGETS="${CLIP_PROM_TARGETS:-127.0.0.1:8080}"
 PROM_JOB="${CLIP_PROM_JOB:-clip-operator}"
+PROM_INTERVAL="${CLIP_PROM_SCRAPE_INTERVAL:-1s}"
+PROM_RETENTION="${CLIP_PROM_RETENTION:-1d}"
 PROM_URL="http://127.0.0.1:$PROM_PORT"
 PID_FILE="$PROM_STATE/prometheus.pid"
 LOG_FILE="$PROM_STATE/prometheus.log"
@@ -48,9 +52,9 @@ write_config() {
   cat >"$CONFIG_FILE" <<EOF
 # Written by hack/prometheus.sh; edits are lost on the next start.
 global:
-  scrape_interval: 1s
-  scrape_timeout: 1s
-  evaluation_interval: 1s
+  scrape_interval: $PROM_INTERVAL
+  scrape_timeout: $PROM_INTERVAL
+  evaluation_interval: $PROM_INTERVAL
 rule_files:
   - $REPO_ROOT/dashboards/alerts.yaml
 scrape_configs:
@@ -75,11 +79,11 @@ start() {
   fi
   mkdir -p "$PROM_STATE/data"
   write_config
-  log "starting prometheus on $PROM_URL scraping $PROM_TARGETS every 1s, data in $PROM_STATE/data, log $LOG_FILE"
+  log "starting prometheus on $PROM_URL scraping $PROM_TARGETS every $PROM_INTERVAL, data in $PROM_STATE/data, log $LOG_FILE"
   setsid "$PROM_BIN" \
     --config.file="$CONFIG_FILE" \
     --storage.tsdb.path="$PROM_STATE/data" \
-    --storage.tsdb.retention.time=1d \
+    --storage.tsdb.retention.time="$PROM_RETENTION" \
     --web.listen-address="127.0.0.1:$PROM_PORT" \
     --web.enable-admin-api \
     >"$LOG_FILE" 2>&1 </dev/null &
