@@ -83,6 +83,7 @@ class Controller(FactFinder):
             delete_retry_limit_seconds=config.delete_retry_limit_seconds,
             default_bucket=config.s3_bucket,
             notify_url=config.notify_url,
+            notify_retry_seconds=config.notify_retry_seconds,
             clipjob_ttl_seconds=config.clipjob_ttl_seconds_after_finished,
             url_refresh_horizon_seconds=config.url_refresh_horizon_seconds,
         )

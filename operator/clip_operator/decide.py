@@ -83,7 +83,7 @@ def _finished(
         plan = keep_url(cj, facts, now, settings)
     else:
         plan = Plan(actions=[Act.WITHDRAW])
-    plan = notify_step(plan, cj, facts, settings)
+    plan = notify_step(plan, cj, facts, now, settings)
     if eol is not None and plan.need is None:
         left = (eol - now).total_seconds()
         plan.requeue_after = left if plan.requeue_after is None else min(plan.requeue_after, left)

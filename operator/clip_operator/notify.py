@@ -16,12 +16,14 @@ import hashlib
 import hmac
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 from .models import GROUP, PLURAL, VERSION
 from .plan import Facts, Need, Plan, Settings
+from .status import parse_time
 
 SIGNATURE_HEADER = "X-Clip-Signature"
 TIMESTAMP_HEADER = "X-Clip-Timestamp"
@@ -50,6 +52,7 @@ FINAL_REASONS = frozenset(
 )
 BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_CAP_SECONDS = 60.0
+STALE_GRACE = 300.0  # ClipJobs that finished longer than the retry window + this ago
 
 
 @dataclass(frozen=True)
@@ -141,7 +144,9 @@ def _ready(status: dict[str, Any]) -> bool:
     )
 
 
-def notify_step(plan: Plan, cj: dict[str, Any], facts: Facts, settings: Settings) -> Plan:
+def notify_step(
+    plan: Plan, cj: dict[str, Any], facts: Facts, now: datetime, settings: Settings
+) -> Plan:
     """A terminal ClipJob whose status is settled: deliver its notification (once)."""
     if plan.need is not None or plan.status is not None:
         return plan  # status first (a URL to place): the notification carries it
@@ -151,11 +156,17 @@ def notify_step(plan: Plan, cj: dict[str, Any], facts: Facts, settings: Settings
         return plan
     if phase == "Succeeded" and settings.url_policy != "None" and not _ready(status):
         return plan  # the URL is not signed yet: notify once it is
+    current = status.get("notification") or {}
+    finished = parse_time(status.get("completionTime"))
+    age = (now - finished).total_seconds() if finished is not None else 0.0
+    if current.get("phase") != phase and age > settings.notify_retry_seconds + STALE_GRACE:
+        # Finished before the retry window: a webhook configured later (or an operator
+        # upgraded to one that notifies) does not announce the whole history at once.
+        return plan
     out: Delivery | None = facts.notification
     if out is None or out.phase != phase:
         plan.need = Need.NOTIFY
         return plan
-    current = status.get("notification") or {}
     target = shown_url((target_of(cj, None) or Target(settings.notify_url or "")).url)
     if out.final:
         plan.status = {"notification": out.to_status()}

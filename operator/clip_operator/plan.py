@@ -76,5 +76,6 @@ class Settings:
     delete_retry_limit_seconds: int = 3600
     default_bucket: str | None = None
     notify_url: str | None = None  # the operator's default webhook (ClipJobs without one)
+    notify_retry_seconds: float = 600.0  # how long after finishing a webhook is (re)tried
     clipjob_ttl_seconds: int = 0  # default ttlSecondsAfterFinished; 0 = keep
     url_refresh_horizon_seconds: int = 7 * 86400  # 0 = refresh forever

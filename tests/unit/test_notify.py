@@ -232,3 +232,27 @@ def test_status_record_is_json_and_matches_the_crd_fields() -> None:
     record = Delivery("Succeeded", "Delivered", "ok", 1, "2026-11-30T12:00:00Z", 200).to_status()
     assert set(record) == fields
     json.dumps(record)
+
+
+def test_clipjobs_that_finished_long_before_are_not_announced_all_at_once() -> None:
+    """A default webhook configured (or an operator upgraded) later: no flood of history."""
+    old = finished(completionTime="2026-11-30T10:00:00Z")  # 2 h ago, window 600 s + 300 s
+    default = Settings(default_bucket="clips", notify_url="http://sink.platform.svc/")
+    assert decide(old, None, None, Facts(), NOW, S).need is None
+    assert (
+        decide(
+            finished(notify=None, completionTime="2026-11-30T10:00:00Z"),
+            None,
+            None,
+            Facts(),
+            NOW,
+            default,
+        ).need
+        is None
+    )
+    # A delivery that had started (an operator restarted mid-delivery) is still finished.
+    old["status"]["notification"] = {"phase": "Succeeded", "reason": "Retrying", "attempts": 2}
+    assert decide(old, None, None, Facts(), NOW, S).need == Need.NOTIFY
+    longer = Settings(default_bucket="clips", notify_retry_seconds=86400)
+    del old["status"]["notification"]
+    assert decide(old, None, None, Facts(), NOW, longer).need == Need.NOTIFY
