@@ -212,6 +212,8 @@ def test_receiver_errors_are_retried_until_delivered_and_never_resent(
     assert {g.body for g in receiver.got} == {receiver.got[0].body}
     assert events[0]["type"] == "io.mememaker.clipjob.failed"
     assert events[0]["data"]["reason"] == "InvalidSpec" and "url" not in events[0]["data"]
+    # Failed, then Retrying once and Delivered once: not one status write per attempt.
+    assert metric(op.metrics(), "clip_operator_status_writes_total") == 3
     # A restarted operator reconciles it again and sends nothing more.
     op.restart()
     wait_for(
@@ -326,3 +328,24 @@ def test_the_operator_default_webhook_signs_with_its_own_secret(
     note = notification(kube, namespace, "default")
     assert note["delivered"] is True
     assert verify(receiver.got[0])["subject"] == "default"
+
+
+@pytest.mark.parametrize(
+    "notify",
+    [
+        {"url": "ftp://hooks.example.com/x"},
+        {"url": "http://user:pw@hooks.example.com/x"},
+        {"url": "http:///no-host"},
+        {"url": "https://hooks.example.com/" + "a" * 2048},
+        {"url": "https://hooks.example.com/x", "secretRef": {"name": "k", "key": "a b"}},
+        {"secretRef": {"name": "k"}},
+    ],
+)
+def test_admission_refuses_a_bad_webhook_with_the_field_named(
+    kube: Any, namespace: str, notify: dict[str, Any]
+) -> None:
+    from kubernetes.client.exceptions import ApiException
+
+    with pytest.raises(ApiException) as err:
+        create(kube, namespace, manifest("badhook", notify=notify))
+    assert err.value.status == 422 and "spec.notify" in str(err.value.body)
