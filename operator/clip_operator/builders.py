@@ -49,6 +49,7 @@ class UploadTarget:
     url: str
     headers: dict[str, str]
     result_url: str
+    key: str = ""  # the clip's S3 key (content-addressed when deduplicating)
 
 
 def ref_of(body: dict[str, Any]) -> ClipJobRef:
@@ -135,7 +136,7 @@ def _env(
         ("CLIP_TERMINATION_LOG", TERMINATION_LOG),
         ("CLIP_OUTPUT_FILENAME", download_filename(ref, spec)),
         ("CLIP_S3_BUCKET", resolve_bucket(spec, config)),
-        ("CLIP_S3_KEY", object_key(ref, spec)),
+        ("CLIP_S3_KEY", upload.key if upload and upload.key else object_key(ref, spec)),
         ("HOME", SCRATCH_DIR),  # yt-dlp wants a writable cache dir; the root fs is read-only
         *_media_env(spec),
     ]

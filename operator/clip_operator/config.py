@@ -48,6 +48,12 @@ class OperatorConfig(BaseModel):
         default=None, description="Endpoint used in presigned URLs if users reach S3 elsewhere"
     )
     in_flight_limit: int = Field(default=10, ge=0, description="Jobs running at once; 0 = no limit")
+    dedupe: str = Field(
+        default="Namespace",
+        pattern="^(Off|Namespace|Cluster)$",
+        description="Identical ClipJobs reuse one clip: within a namespace (Namespace), "
+        "across namespaces storing into the same bucket (Cluster), or never (Off)",
+    )
     namespace_in_flight_limit: int = Field(
         default=0,
         ge=0,

@@ -30,6 +30,7 @@ from .builders import (
 from .cache import Cache, job_finished, owner_uid
 from .config import OperatorConfig
 from .decide import decide
+from .dedupe import TwinIndex
 from .events import EventPoster
 from .facts import FactFinder
 from .kube import Kube
@@ -84,9 +85,11 @@ class Controller(FactFinder):
             default_bucket=config.s3_bucket,
             notify_url=config.notify_url,
             notify_retry_seconds=config.notify_retry_seconds,
+            dedupe=config.dedupe,
             clipjob_ttl_seconds=config.clipjob_ttl_seconds_after_finished,
             url_refresh_horizon_seconds=config.url_refresh_horizon_seconds,
         )
+        self.twins = TwinIndex()  # unfinished ClipJobs by content digest (dedupe)
         self.refused: set[str] = set()  # ClipJobs backing off after a refused Job create
         self.policy_ready: set[str] = set()  # namespaces whose worker NetworkPolicy is ours
         self.announced: set[str] = set()  # terminal phases announced (once per process)
@@ -133,6 +136,7 @@ class Controller(FactFinder):
         self.queue.drop(uid)
         self.s3ops.forget(uid)
         self.notifier.forget(uid)
+        self.enqueue(self.twins.discard(uid))  # ClipJobs waiting for it make the clip now
         if uid not in self.cache.jobs:
             self.admit(self.admission.forget(uid))
 
@@ -155,6 +159,7 @@ class Controller(FactFinder):
         if cj is None:
             self.forget(uid)
             return Result()
+        self.enqueue(self.index_twin(cj))
         job = self.cache.jobs.get(uid)
         facts = Facts(admitted=self.admission.admitted(uid))
         pods: list[dict[str, Any]] | None = None
@@ -192,6 +197,10 @@ class Controller(FactFinder):
                 upload = await self._prepare_upload(cj, ref, facts)
             elif plan.need == Need.URL:
                 await self._presign_url(cj, ref, facts)
+            elif plan.need == Need.TWIN:
+                facts.twin = self._twin(cj)
+            elif plan.need == Need.OBJECT_USERS:
+                facts.object_users = self._object_users(cj, ref)
             elif plan.need == Need.LOOKUP_JOB:
                 job = await self._lookup_job(cj, ref, facts)
             elif plan.need == Need.JOB_HISTORY:
@@ -225,6 +234,7 @@ class Controller(FactFinder):
             metrics.JOBS_QUEUED_TOTAL.inc()  # accepted: counted once, when first queued
         if plan.terminal:
             self.refused.discard(uid)
+            self.enqueue(self.twins.discard(uid))  # its waiters find the clip (or make it)
         if plan.terminal and changed and before != plan.terminal.value:
             self._announce(cj, plan)
         for action in plan.actions:

@@ -34,6 +34,8 @@ from .status import (
     parse_time,
 )
 
+TWIN_CHECK_EVERY = 30.0  # the twin's end wakes its waiters; this is the safety net
+
 
 def decide(
     cj: dict[str, Any],
@@ -133,6 +135,11 @@ def _without_job(
             "clip is not in S3; recreate the ClipJob to run it again",
             now,
         )
+    dedupe = not name and settings.dedupe != "Off" and spec.dedupe
+    if dedupe and status.get("cache") != "Miss":
+        reused = _reuse(cj, facts, now, settings)
+        if reused is not None:
+            return reused
     if facts.upload_problem:
         reason, message = facts.upload_problem
         return fail(cj, reason, message, now)
@@ -141,6 +148,8 @@ def _without_job(
         if status.get("reason") not in ("WaitingForSlot", "JobCreateRefused", "Starting"):
             plan.status = queued(cj, "WaitingForSlot", "waiting for a free in-flight slot", now)
             plan.events.append(("Normal", "Queued", "waiting for a free in-flight slot"))
+            if dedupe:
+                plan.status["cache"] = "Miss"
         return plan
     if facts.create_refused:
         code, message = facts.create_refused
@@ -156,7 +165,46 @@ def _without_job(
     if not name:  # recorded first (the controller writes it before the create)
         plan.status = queued(cj, "Starting", STARTING, now)
         plan.status["jobName"] = job_name(ref_of(cj))
+        if dedupe:
+            plan.status["cache"] = "Miss"
     return plan
+
+
+def _reuse(cj: dict[str, Any], facts: Facts, now: datetime, settings: Settings) -> Plan | None:
+    """Dedupe: succeed from an identical clip already in S3, or wait for an identical,
+    older ClipJob that is making it. None: nothing to reuse, make it."""
+    status = cj.get("status") or {}
+    if facts.twin is None:
+        return Plan(need=Need.TWIN)
+    if facts.recovered is None:
+        return Plan(need=Need.RECOVER)  # the content-addressed result object
+    if facts.recovered:
+        hit = {"metadata": {"name": ""}, "status": {}}
+        message = "clip is ready: an identical clip was already made (no Job ran)"
+        plan = finish(
+            cj,
+            hit,
+            Phase.SUCCEEDED,
+            "Succeeded",
+            message,
+            facts.recovered,
+            now_iso(now),
+            now,
+            facts,
+            settings,
+        )
+        if plan.status is not None:
+            plan.status.pop("jobName", None)
+            plan.status["cache"] = "Hit"
+        return plan
+    if facts.twin:
+        text = f"an identical ClipJob ({facts.twin}) is making this clip; waiting for it"
+        plan = Plan(actions=[Act.WITHDRAW], requeue_after=TWIN_CHECK_EVERY)
+        if status.get("reason") != "WaitingForTwin":
+            plan.status = queued(cj, "WaitingForTwin", text, now)
+            plan.events.append(("Normal", "WaitingForTwin", text))
+        return plan
+    return None
 
 
 # -- following the Job ---------------------------------------------------------------------

@@ -5,21 +5,25 @@ A mixin of Controller; each method fills `Facts` for the next call to `decide`.
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
 from .admission import Admission
-from .builders import ClipJobRef, UploadTarget, object_key, resolve_bucket
+from .builders import ClipJobRef, UploadTarget, object_key, ref_of, resolve_bucket
 from .cache import Cache, job_finished, owner_uid
 from .config import OperatorConfig
+from .dedupe import TwinIndex, content_digest, content_key, older
 from .kube import Kube
 from .lifecycle import end_of_life
 from .models import ClipJobSpec, parse_spec
 from .plan import Facts, Need, Settings
 from .presign import Presigner, StorageProblem
 from .s3ops import S3Ops
+
+log = logging.getLogger("clip_operator")
 
 
 class FactFinder:
@@ -30,6 +34,7 @@ class FactFinder:
     admission: Admission
     s3ops: S3Ops
     settings: Settings
+    twins: TwinIndex
 
     # -- facts ----------------------------------------------------------------------------
 
@@ -37,7 +42,74 @@ class FactFinder:
         spec = parse_spec(cj.get("spec"))
         output = (cj.get("status") or {}).get("output") or {}
         bucket = output.get("bucket") or resolve_bucket(spec, self.config) or ""
-        return spec, bucket, output.get("key") or object_key(ref, spec)
+        return spec, bucket, output.get("key") or self._key(cj, ref, spec, bucket)
+
+    def _dedupes(self, spec: ClipJobSpec) -> bool:
+        return self.settings.dedupe != "Off" and spec.dedupe
+
+    def _digest(self, ref: ClipJobRef, spec: ClipJobSpec, bucket: str) -> str:
+        endpoint = (spec.storage.endpoint if spec.storage else None) or self.config.s3_endpoint
+        return content_digest(spec, ref.namespace, self.settings.dedupe, bucket, endpoint)
+
+    def _key(self, cj: dict[str, Any], ref: ClipJobRef, spec: ClipJobSpec, bucket: str) -> str:
+        """Content-addressed when deduplicating, unless a Job made before that (status has a
+        jobName but no cache verdict) uploads to the per-ClipJob key."""
+        status = cj.get("status") or {}
+        if self._dedupes(spec) and (status.get("cache") or not status.get("jobName")):
+            digest = self._digest(ref, spec, bucket)
+            return content_key(spec, ref.namespace, self.settings.dedupe, digest)
+        return object_key(ref, spec)
+
+    def index_twin(self, cj: dict[str, Any]) -> set[str]:
+        """Index an unfinished ClipJob by its content digest (once per process); a finished
+        or deleted one leaves the index. Returns the ClipJobs that waited for it."""
+        uid = cj["metadata"]["uid"]
+        if self.settings.dedupe == "Off":
+            return set()
+        status = cj.get("status") or {}
+        finished = status.get("phase") in ("Succeeded", "Failed")
+        if finished or cj["metadata"].get("deletionTimestamp"):
+            return self.twins.discard(uid)
+        if uid in self.twins.digest_of:
+            return set()
+        try:
+            spec = parse_spec(cj.get("spec"))
+        except Exception:
+            return set()  # an invalid spec fails on its own
+        if not spec.dedupe or (status.get("jobName") and not status.get("cache")):
+            return set()
+        bucket = resolve_bucket(spec, self.config) or ""
+        self.twins.add(uid, self._digest(ref_of(cj), spec, bucket))
+        return set()
+
+    def _twin(self, cj: dict[str, Any]) -> str:
+        """The name of the oldest identical unfinished ClipJob older than `cj` ("" = none)."""
+        best: dict[str, Any] | None = None
+        for uid in self.twins.twins(cj["metadata"]["uid"]):
+            other = self.cache.clipjobs.get(uid)
+            if other is None or not older(other, cj):
+                continue
+            if best is None or older(other, best):
+                best = other
+        if best is None:
+            return ""
+        meta = best["metadata"]
+        same_ns = meta["namespace"] == cj["metadata"]["namespace"]
+        return str(meta["name"]) if same_ns else "in another namespace"
+
+    def _object_users(self, cj: dict[str, Any], ref: ClipJobRef) -> list[str]:
+        """Other ClipJobs whose clip is the object this one would delete."""
+        _, bucket, key = self._spec_and_place(cj, ref)
+        users = []
+        twins = self.twins.twins(ref.uid)
+        for uid, other in self.cache.clipjobs.items():
+            if uid == ref.uid or other["metadata"].get("deletionTimestamp"):
+                continue
+            output = (other.get("status") or {}).get("output") or {}
+            if uid in twins or (output.get("key") == key and output.get("bucket") == bucket):
+                meta = other["metadata"]
+                users.append(f"{meta['namespace']}/{meta['name']}")
+        return users
 
     async def _prepare_upload(
         self, cj: dict[str, Any], ref: ClipJobRef, facts: Facts
@@ -95,6 +167,15 @@ class FactFinder:
             return False
         value, error = done
         if need == Need.RECOVER:
+            if error is not None and not (cj.get("status") or {}).get("jobName"):
+                # A dedupe lookup: a storage problem is the user's to fix (shown as it
+                # would be for the upload); S3 trouble only costs the reuse, not the clip.
+                if isinstance(error, StorageProblem):
+                    facts.upload_problem = (error.reason, error.message)
+                else:
+                    log.warning("dedupe lookup of %s failed, making the clip: %s", key, error)
+                facts.recovered = {}
+                return True
             if error is not None:
                 raise error  # transient: back off and read again
             facts.recovered = dict(value or {})

@@ -221,6 +221,14 @@ def deleting(
         if job["metadata"].get("deletionTimestamp"):
             return Plan(requeue_after=5)
         return Plan(actions=[Act.DELETE_JOB], requeue_after=5)
+    if settings.dedupe != "Off" and facts.object_users is None:
+        return Plan(need=Need.OBJECT_USERS)
+    if facts.object_users:
+        users = ", ".join(sorted(facts.object_users)[:5])
+        return Plan(
+            actions=[Act.WITHDRAW, Act.REMOVE_FINALIZER],
+            events=[("Normal", "ObjectKept", f"kept the clip in S3: ClipJob {users} uses it too")],
+        )
     if facts.deleted_objects:
         return Plan(
             actions=[Act.WITHDRAW, Act.REMOVE_FINALIZER],

@@ -175,6 +175,7 @@ class ClipJobSpec(_Model):
     deletion_policy: Literal["Retain", "Delete"] = "Retain"
     notify: Notify | None = None
     priority: int = Field(default=0, ge=-1000, le=1000)
+    dedupe: bool = True
     ttl_seconds_after_finished: int | None = Field(default=None, ge=0, le=MAX_TTL_SECONDS)
 
     @field_validator("start", "end")
@@ -284,6 +285,7 @@ class ClipJobStatus(_Model):
     url_expires_at: str | None = None
     url_issued_at: str | None = None
     url_secret_name: str | None = None
+    cache: Literal["Hit", "Miss"] | None = None
     notification: NotificationStatus | None = None
     timings: Timings | None = None
     reason: str | None = None

@@ -23,6 +23,8 @@ class Need(StrEnum):
     URL = "url"  # presign the download URL
     DELETE_OBJECTS = "delete-objects"  # delete the clip (deletionPolicy Delete)
     NOTIFY = "notify"  # deliver the webhook of a finished ClipJob (in the background)
+    TWIN = "twin"  # is an identical, older ClipJob making this clip right now? (dedupe)
+    OBJECT_USERS = "object-users"  # which other ClipJobs use this clip? (before deleting it)
 
 
 class Act(StrEnum):
@@ -52,6 +54,8 @@ class Facts:
     delete_error: tuple[str, bool] | None = None  # (message, retryable)
     deleted_objects: bool = False
     notification: Delivery | None = None  # NOTIFY answer: delivered, retrying, or why not
+    twin: str | None = None  # TWIN answer: the older identical ClipJob's name ("" = none)
+    object_users: list[str] | None = None  # OBJECT_USERS answer: names of other users
 
 
 @dataclass
@@ -79,3 +83,4 @@ class Settings:
     notify_retry_seconds: float = 600.0  # how long after finishing a webhook is (re)tried
     clipjob_ttl_seconds: int = 0  # default ttlSecondsAfterFinished; 0 = keep
     url_refresh_horizon_seconds: int = 7 * 86400  # 0 = refresh forever
+    dedupe: str = "Off"  # Off | Namespace | Cluster (dedupe.py; the operator default is Namespace)

@@ -174,6 +174,7 @@ class Presigner:
                 result_url=presign_put(
                     client, bucket, result_key(key), lifetime, {"Content-Type": "application/json"}
                 ),
+                key=key,
             )
 
         try:

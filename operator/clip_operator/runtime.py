@@ -48,7 +48,8 @@ async def resync(controller: Controller) -> None:
     for owner in lost:
         controller.admit(controller.admission.running(owner, active=False))
     for owner, job in controller.cache.jobs.items():
-        controller.admit(controller.admission.running(owner, active=not job_finished(job)))
+        namespace = job["metadata"].get("namespace") or ""
+        controller.admit(controller.admission.running(owner, not job_finished(job), namespace))
     if gone or lost:
         log.info("resync: %d ClipJobs and %d Jobs were gone", len(gone), len(lost))
     controller.enqueue(set(controller.cache.clipjobs))
