@@ -43,6 +43,7 @@ from .notify import (
     retry_after,
     shown_url,
     signed_headers,
+    target_of,
 )
 from .plan import Facts
 from .status import now_iso, parse_time, truncate
@@ -176,8 +177,6 @@ class Notifier:
             await self._session.close()
 
     def _start(self, cj: dict[str, Any]) -> None:
-        from .notify import target_of
-
         status = cj.get("status") or {}
         target = target_of(cj, self.default)
         if target is None:
@@ -335,6 +334,8 @@ class Notifier:
     ) -> tuple[str, int | None, float | None, str]:
         """One POST: (problem, HTTP code, Retry-After, verdict delivered|retry|reject)."""
         shown = shown_url(target.url)
+        if len(self._per_host) > 4096:  # bounded: forget hosts whose slots are not all taken
+            self._per_host = {h: s for h, s in self._per_host.items() if s.locked()}
         sem = self._per_host.setdefault(host, asyncio.Semaphore(PER_HOST))
         timeout = aiohttp.ClientTimeout(
             total=self.config.notify_timeout_seconds,
