@@ -167,6 +167,9 @@ async def lead(controller: Controller, may_write: Callable[[], bool] | None = No
     """A new leader's term: workers on the warm cache at once, a full resync to pick up
     whatever the standby missed, then reconcile until cancelled (leadership ended)."""
     controller.queue.last_progress = controller.clock()  # standing by was not a stall
+    # The standby queued every ClipJob it saw, oldest first: unfinished ones go first, so
+    # new work does not wait behind the re-check of every finished ClipJob.
+    controller.queue.prioritise(lambda uid: not _finished(controller.cache.clipjobs.get(uid)))
     tasks = reconcilers(controller, may_write)
     try:
         for attempt in itertools.count(1):
@@ -180,6 +183,11 @@ async def lead(controller: Controller, may_write: Callable[[], bool] | None = No
         await asyncio.gather(*tasks)
     finally:
         await stop(tasks)
+
+
+def _finished(clipjob: dict[str, Any] | None) -> bool:
+    phase = ((clipjob or {}).get("status") or {}).get("phase")
+    return clipjob is None or phase in ("Succeeded", "Failed")
 
 
 def _terminate() -> None:

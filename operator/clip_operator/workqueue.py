@@ -168,6 +168,11 @@ class WorkQueue:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._timer_changed.wait(), timeout=timeout)
 
+    def prioritise(self, first: Callable[[str], bool]) -> None:
+        """Put the waiting keys `first` selects before the others, each group in its order."""
+        keys = list(self._queue)
+        self._queue = deque([k for k in keys if first(k)] + [k for k in keys if not first(k)])
+
     # -- observing ------------------------------------------------------------------------
 
     def depth(self) -> int:

@@ -214,8 +214,8 @@ def test_a_frozen_leader_steps_down_without_writing_once_the_standby_took_over(
         assert "stepping down: Lease taken by replica-" in leader.log_tail(200)
         assert sc.duplicates() == []
         # Every Event about the two ClipJobs comes from the new leader.
-        events = kube.events.list_namespaced_event(namespace, _request_timeout=5).items
-        ours = [e for e in events if e.reporting_controller == "mememaker.io/clip-operator"]
+        events = kube.core.list_namespaced_event(namespace, _request_timeout=5).items
+        ours = [e for e in events if e.reporting_component == "mememaker.io/clip-operator"]
         assert ours and {e.reporting_instance for e in ours} == {standby.env["POD_NAME"]}
     finally:
         ledger.stop()

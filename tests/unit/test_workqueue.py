@@ -214,3 +214,17 @@ def test_a_key_granted_a_slot_jumps_ahead_of_a_burst() -> None:
         return [await q.get(), await q.get(), await q.get()]
 
     assert asyncio.run(main()) == ["granted", "burst50", "burst0"]
+
+
+def test_a_new_leader_serves_unfinished_clipjobs_before_rechecking_finished_ones() -> None:
+    async def main() -> list[str]:
+        q = WorkQueue(clock=Clock())
+        for n in range(5):
+            q.add(f"done{n}")
+        q.add("new0")
+        q.add("done5")
+        q.add("new1")
+        q.prioritise(lambda key: key.startswith("new"))
+        return [await q.get() for _ in range(4)]
+
+    assert asyncio.run(main()) == ["new0", "new1", "done0", "done1"]
