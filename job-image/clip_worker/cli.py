@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
-from clip_worker import config, probe, process, verify
+from clip_worker import config, probe, process, thumbnail, verify
 from clip_worker.cut import CONTENT_TYPES, CutResult, cut
 from clip_worker.fetch import ContainerMismatch, download, upstream_failure
 from clip_worker.proxy import EgressProxy
@@ -170,12 +170,18 @@ def run_clip(cfg: config.Config, work: str) -> dict[str, Any]:
     log.info("cut %s: %d bytes, %s, %.3f s%s (%.2f s)", made.cut_path, size, cfg.output_format,
              out.duration or 0, ", truncated" if made.truncated else "",
              clock.lap("encode"))  # fmt: skip
+    still = None
+    if cfg.thumbnail:
+        still = thumbnail.make(cfg, cfg.thumbnail, made.path, work)
+        clock.phases["encode"] += clock.lap("thumbnail")
     content_type = CONTENT_TYPES[cfg.output_format]
     try:
         client = s3_client.result()
     except Exception:
         client = None  # upload() makes it again and reports the error with its reason
     upload(cfg, made.path, content_type, _filename(cfg), client)
+    if cfg.thumbnail and still:
+        thumbnail.upload(cfg, cfg.thumbnail, still[0], client)
     log.info("uploaded s3://%s/%s (%.2f s)", cfg.s3_bucket, cfg.s3_key, clock.lap("upload"))
     result: dict[str, Any] = {
         "bucket": cfg.s3_bucket,
@@ -188,6 +194,9 @@ def run_clip(cfg: config.Config, work: str) -> dict[str, Any]:
         result["truncated"] = True
     if made.loudness:
         result["loudness"] = made.loudness
+    if cfg.thumbnail and still:
+        path, width, height = still
+        result["thumbnail"] = thumbnail.result(cfg.thumbnail, width, height, os.path.getsize(path))
     if cfg.output_format != "mp3" and out.width and out.height:
         result["width"] = out.width
         result["height"] = out.height

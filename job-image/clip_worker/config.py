@@ -61,6 +61,7 @@ class Config:
     captions: options.Captions | None = None
     crop: options.Crop | None = None
     loudness: options.Loudness | None = None
+    thumbnail: options.Thumbnail | None = None
 
     @property
     def filtered(self) -> bool:
@@ -232,6 +233,13 @@ def load(env: Mapping[str, str]) -> Config:
         raise _invalid("captions and crop need video: output format mp3 has none")
     if fmt == "gif" and loudness:
         raise _invalid("loudness needs audio: output format gif has none")
+    thumbnail = options.thumbnail(env, _required(env, "CLIP_S3_KEY"), end - start)
+    if thumbnail and fmt == "mp3":
+        raise _invalid("a thumbnail needs video: output format mp3 has none")
+    if thumbnail and upload_url and not thumbnail.upload_url:
+        raise _invalid("CLIP_THUMBNAIL_URL is required with CLIP_UPLOAD_URL (presigned uploads)")
+    if thumbnail and thumbnail.upload_url:
+        _presigned_url(env, "CLIP_THUMBNAIL_URL")
     return Config(
         source_url=url,
         start=start,
@@ -267,4 +275,5 @@ def load(env: Mapping[str, str]) -> Config:
         captions=captions,
         crop=crop,
         loudness=loudness,
+        thumbnail=thumbnail,
     )

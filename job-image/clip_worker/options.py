@@ -49,6 +49,23 @@ class Loudness:
     true_peak: float = DEFAULT_TRUE_PEAK_DBTP
 
 
+THUMBNAIL_FORMATS = {"jpeg": ("image/jpeg", "jpg"), "webp": ("image/webp", "webp")}
+
+
+@dataclass(frozen=True)
+class Thumbnail:
+    """A still of the clip at `at` seconds into it, uploaded beside the clip."""
+
+    format: str  # jpeg | webp
+    at: float
+    key: str
+    upload_url: str | None = None  # presigned PUT (made by the operator)
+
+    @property
+    def content_type(self) -> str:
+        return THUMBNAIL_FORMATS[self.format][0]
+
+
 def _invalid(message: str) -> WorkerError:
     return WorkerError(Reason.INVALID_INPUT, message)
 
@@ -134,3 +151,25 @@ def loudness(env: Mapping[str, str]) -> Loudness | None:
     target = _number(env, "CLIP_LOUDNESS_TARGET", DEFAULT_LOUDNESS_LUFS, low, high)
     peak = _number(env, "CLIP_LOUDNESS_TRUE_PEAK", DEFAULT_TRUE_PEAK_DBTP, -9.0, 0.0)
     return Loudness(target, peak)
+
+
+def thumbnail(env: Mapping[str, str], clip_key: str, duration: float) -> Thumbnail | None:
+    """CLIP_THUMBNAIL_FORMAT (jpeg|webp) turns it on; CLIP_THUMBNAIL_AT (seconds into the
+    clip, default 0: the first frame), CLIP_THUMBNAIL_KEY, CLIP_THUMBNAIL_URL."""
+    fmt = env.get("CLIP_THUMBNAIL_FORMAT", "").strip().lower()
+    if not fmt:
+        for name in ("CLIP_THUMBNAIL_AT", "CLIP_THUMBNAIL_URL", "CLIP_THUMBNAIL_KEY"):
+            if env.get(name, "").strip():
+                raise _invalid(f"{name} is set without CLIP_THUMBNAIL_FORMAT")
+        return None
+    if fmt not in THUMBNAIL_FORMATS:
+        raise _invalid(f"CLIP_THUMBNAIL_FORMAT must be jpeg or webp, got {fmt!r}")
+    at = _number(env, "CLIP_THUMBNAIL_AT", 0.0, 0.0, 600.0)
+    if at >= duration:
+        raise _invalid(
+            f"CLIP_THUMBNAIL_AT ({at:g} s) must be inside the clip, which lasts {duration:g} s"
+        )
+    default_key = f"{clip_key}.thumb.{THUMBNAIL_FORMATS[fmt][1]}"
+    key = env.get("CLIP_THUMBNAIL_KEY", "").strip() or default_key
+    url = env.get("CLIP_THUMBNAIL_URL", "").strip() or None
+    return Thumbnail(fmt, at, key, url)

@@ -247,3 +247,39 @@ def test_loudness_is_normalised_and_reported(
     assert report["truePeakDbtp"] <= -1.0 + 0.5
     # Loudness only touches the audio: the smart cut (copied middle GOPs) stays.
     assert run.result["cutPath"] == cut
+
+
+@pytest.mark.parametrize(("fmt", "at", "frame", "extra"), [
+    ("jpeg", None, 13, {}),  # default: the clip's first frame (source frame 13, 0.52 s)
+    ("webp", "1", 38, {}),  # 1 s into the clip (1.5 s): source frame 38 (1.52 s)
+    # A 15 fps GIF of the 1:1 crop: 0.4 s in is the source frame at 0.92 s (23).
+    ("jpeg", "0.4", 23, {"CLIP_CROP_ASPECT": "1:1", "CLIP_OUTPUT_FORMAT": "gif"}),
+])  # fmt: skip
+def test_thumbnail_is_the_clip_frame_at_its_time_beside_the_clip(
+    sources: Sources, s3_server: Any, s3_bucket: str, tmp_path: Path, fmt: str,
+    at: str | None, frame: int, extra: dict[str, str],
+) -> None:  # fmt: skip
+    from tests.plugins.media import extract_frame, psnr
+
+    env = {"CLIP_THUMBNAIL_FORMAT": fmt, **({"CLIP_THUMBNAIL_AT": at} if at else {}), **extra}
+    out_fmt = env.pop("CLIP_OUTPUT_FORMAT", "mp4")
+    run, clip = _make(sources, s3_server, s3_bucket, tmp_path, "land.mp4", out_fmt, **env)
+    thumb = run.result["thumbnail"]
+    key = f"opts/{tmp_path.name}.{out_fmt}.thumb.{'jpg' if fmt == 'jpeg' else 'webp'}"
+    assert thumb["key"] == key and thumb["contentType"] == f"image/{fmt}"
+    obj = s3_server.client().get_object(Bucket=s3_bucket, Key=key)
+    assert obj["ContentType"] == f"image/{fmt}"
+    still = tmp_path / f"thumb.{fmt}"
+    still.write_bytes(obj["Body"].read())
+    assert (thumb["width"], thumb["height"]) == _size(still) == _size(clip)
+    # The source frame at that time, cropped and scaled as the clip is: the best match of
+    # its neighbours, and a close one.
+    vf = "crop=360:360:140:0" if extra else "null"
+    scores = {}
+    for n in (frame - 1, frame, frame + 1):
+        ref = tmp_path / f"src{n}.png"
+        extract_frame(sources.root / "land.mp4", n, ref)
+        _ffmpeg("-i", str(ref), "-vf", vf, str(tmp_path / f"ref{n}.png"))
+        scores[n] = psnr(tmp_path / f"ref{n}.png", still)
+    assert max(scores, key=lambda n: scores[n]) == frame, scores
+    assert scores[frame] > 30, scores

@@ -28,6 +28,12 @@ def test_options_are_off_by_default() -> None:
     assert (cfg.captions, cfg.crop, cfg.loudness, cfg.filtered) == (None, None, None, False)
 
 
+def test_thumbnail_defaults_to_the_first_frame_beside_the_clip() -> None:
+    thumb = _cfg(CLIP_THUMBNAIL_FORMAT="webp").thumbnail
+    assert thumb == options.Thumbnail("webp", 0.0, "k.mp4.thumb.webp", None)
+    assert thumb.content_type == "image/webp"
+
+
 def test_options_parse() -> None:
     cfg = _cfg(CLIP_CAPTION_TOP="a\nb", CLIP_CAPTION_UPPERCASE="true", CLIP_CROP_ASPECT="1920:1080",
                CLIP_CROP_POSITION="0.25", CLIP_LOUDNESS_TARGET="-16")  # fmt: skip
@@ -52,6 +58,22 @@ def test_options_parse() -> None:
         ({"CLIP_LOUDNESS_TARGET": "loud"}, "must be a number"),
         ({"CLIP_OUTPUT_FORMAT": "mp3", "CLIP_CAPTION_TOP": "a"}, "need video"),
         ({"CLIP_OUTPUT_FORMAT": "gif", "CLIP_LOUDNESS_TARGET": "-14"}, "needs audio"),
+        ({"CLIP_THUMBNAIL_FORMAT": "png"}, "jpeg or webp"),
+        ({"CLIP_THUMBNAIL_AT": "1"}, "without CLIP_THUMBNAIL_FORMAT"),
+        ({"CLIP_THUMBNAIL_FORMAT": "jpeg", "CLIP_THUMBNAIL_AT": "2"}, "inside the clip"),
+        ({"CLIP_THUMBNAIL_FORMAT": "jpeg", "CLIP_OUTPUT_FORMAT": "mp3"}, "needs video"),
+        (
+            {"CLIP_THUMBNAIL_FORMAT": "jpeg", "CLIP_UPLOAD_URL": "https://s3.test/b/k?sig=1"},
+            "CLIP_THUMBNAIL_URL is required",
+        ),
+        (
+            {
+                "CLIP_THUMBNAIL_FORMAT": "webp",
+                "CLIP_UPLOAD_URL": "https://s3.test/b/k?sig=1",
+                "CLIP_THUMBNAIL_URL": "ftp://s3.test/t",
+            },
+            "CLIP_THUMBNAIL_URL must be an http(s) URL",
+        ),
     ],
 )
 def test_bad_options_are_invalid_input_naming_the_variable(

@@ -1,0 +1,63 @@
+"""The thumbnail: one still of the made clip (captions and crop included), uploaded beside it.
+
+It is taken from the clip itself, not the source, so it shows exactly what the clip shows
+at `at` seconds (input seeking on a local file decodes from the keyframe before and drops
+the frames before `at`: frame-exact). JPEG (quality 2 of mjpeg's 2-31) or WebP (quality
+85), the clip's own size; decoded once more before it is uploaded.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from clip_worker import presigned, probe
+from clip_worker.config import Config
+from clip_worker.options import Thumbnail
+from clip_worker.process import run
+from clip_worker.result import Reason, WorkerError
+
+_CODEC = {
+    "jpeg": ["-c:v", "mjpeg", "-q:v", "2", "-pix_fmt", "yuvj420p", "-f", "image2"],
+    "webp": ["-c:v", "libwebp", "-quality", "85", "-f", "webp"],
+}
+
+
+def make(cfg: Config, thumb: Thumbnail, clip: str, work: str) -> tuple[str, int, int]:
+    """Write the still; return (path, width, height) as decoded from the written file."""
+    out = os.path.join(work, f"thumbnail.{thumb.format}")
+    args = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
+    args += ["-ss", f"{thumb.at:.6f}", "-i", clip, "-map", "0:v:0", "-frames:v", "1"]
+    args += [*_CODEC[thumb.format], out]
+    done = run(args, cfg.process_timeout, "making the thumbnail")
+    if done.returncode != 0 or not os.path.exists(out) or os.path.getsize(out) == 0:
+        raise WorkerError(Reason.INTERNAL_ERROR, f"making the thumbnail failed: {done.tail()}")
+    made = probe.made(out, cfg.process_timeout)
+    info = made.info
+    if made.errors or not info.width or not info.height:
+        raise WorkerError(
+            Reason.INTERNAL_ERROR, f"the thumbnail does not decode: {made.errors or 'no size'}"
+        )
+    return out, info.width, info.height
+
+
+def upload(cfg: Config, thumb: Thumbnail, path: str, client: Any | None) -> None:
+    """PUT to the operator's presigned URL, or (standalone) boto3 to the thumbnail key."""
+    if thumb.upload_url:
+        headers = {"Content-Type": thumb.content_type}
+        presigned.put(thumb.upload_url, headers, path, b"", cfg.network_timeout)
+        return
+    from clip_worker.upload import classify, make_client
+
+    try:
+        client = client or make_client(cfg)
+        extra = {"ContentType": thumb.content_type}
+        client.upload_file(path, cfg.s3_bucket, thumb.key, ExtraArgs=extra)
+    except Exception as exc:
+        raise classify(exc, cfg) from None
+
+
+def result(thumb: Thumbnail, width: int, height: int, size: int) -> dict[str, Any]:
+    """The `thumbnail` object of the result JSON."""
+    return {"key": thumb.key, "contentType": thumb.content_type, "width": width,
+            "height": height, "sizeBytes": size, "atSeconds": thumb.at}  # fmt: skip
