@@ -87,18 +87,16 @@ class Delivery:
         return self.reason in FINAL_REASONS
 
     def to_status(self) -> dict[str, Any]:
-        record: dict[str, Any] = {
+        """status.notification; None clears a field (a merge patch merges nested objects)."""
+        return {
             "phase": self.phase,
             "delivered": self.delivered,
             "reason": self.reason,
             "attempts": self.attempts,
+            "lastAttemptAt": self.last_attempt_at,
+            "responseCode": self.response_code,
             "message": self.message,
         }
-        if self.last_attempt_at:
-            record["lastAttemptAt"] = self.last_attempt_at
-        if self.response_code is not None:
-            record["responseCode"] = self.response_code
-        return record
 
 
 def target_of(cj: dict[str, Any], default: Target | None) -> Target | None:

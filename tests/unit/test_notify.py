@@ -256,3 +256,11 @@ def test_clipjobs_that_finished_long_before_are_not_announced_all_at_once() -> N
     longer = Settings(default_bucket="clips", notify_retry_seconds=86400)
     del old["status"]["notification"]
     assert decide(old, None, None, Facts(), NOW, longer).need == Need.NOTIFY
+
+
+def test_a_later_record_clears_what_an_earlier_one_said() -> None:
+    """status.notification is merge-patched: a field the new record lacks must be nulled."""
+    retrying = Delivery("Failed", "Retrying", "HTTP 500", 1, "2026-11-30T12:00:00Z", 500)
+    gave_up = Delivery("Failed", "GaveUp", "connection refused; gave up", 4, "2026-11-30T12:10:00Z")
+    assert retrying.to_status()["responseCode"] == 500
+    assert gave_up.to_status()["responseCode"] is None  # not the 500 of the first attempt
