@@ -50,6 +50,7 @@ class UploadTarget:
     headers: dict[str, str]
     result_url: str
     key: str = ""  # the clip's S3 key (content-addressed when deduplicating)
+    thumbnail_url: str | None = None  # spec.thumbnail: presigned PUT of the still
 
 
 def ref_of(body: dict[str, Any]) -> ClipJobRef:
@@ -93,6 +94,17 @@ def resolve_bucket(spec: ClipJobSpec, config: OperatorConfig) -> str | None:
     if spec.storage and spec.storage.bucket:
         return spec.storage.bucket
     return config.s3_bucket
+
+
+THUMBNAIL_EXTENSIONS = {"jpeg": "jpg", "webp": "webp"}
+THUMBNAIL_TYPES = {"jpeg": "image/jpeg", "webp": "image/webp"}
+
+
+def thumbnail_key(clip_key: str, spec: ClipJobSpec) -> str | None:
+    """The thumbnail's S3 key, beside the clip's (None without spec.thumbnail)."""
+    if spec.thumbnail is None:
+        return None
+    return f"{clip_key}.thumb.{THUMBNAIL_EXTENSIONS[spec.thumbnail.format]}"
 
 
 def _media_env(spec: ClipJobSpec) -> list[tuple[str, str | None]]:
@@ -140,11 +152,19 @@ def _env(
         ("HOME", SCRATCH_DIR),  # yt-dlp wants a writable cache dir; the root fs is read-only
         *_media_env(spec),
     ]
+    if spec.thumbnail is not None:
+        clip_key = upload.key if upload and upload.key else object_key(ref, spec)
+        plain += [
+            ("CLIP_THUMBNAIL_FORMAT", spec.thumbnail.format),
+            ("CLIP_THUMBNAIL_AT", format_seconds(spec.thumbnail.at_seconds)),
+            ("CLIP_THUMBNAIL_KEY", thumbnail_key(clip_key, spec)),
+        ]
     if upload is not None:
         plain += [
             ("CLIP_UPLOAD_URL", upload.url),
             ("CLIP_UPLOAD_HEADERS", json.dumps(upload.headers, sort_keys=True)),
             ("CLIP_RESULT_URL", upload.result_url),
+            ("CLIP_THUMBNAIL_URL", upload.thumbnail_url),
         ]
     return [{"name": k, "value": v} for k, v in plain if v is not None]
 

@@ -108,6 +108,11 @@ class Output(_Model):
         return self
 
 
+class Thumbnail(_Model):
+    format: Literal["jpeg", "webp"] = "jpeg"
+    at_seconds: float = Field(default=0.0, ge=0, le=MAX_CLIP_SECONDS)
+
+
 class Captions(_Model):
     top: str | None = Field(default=None, min_length=1, max_length=MAX_CAPTION_CHARS)
     bottom: str | None = Field(default=None, min_length=1, max_length=MAX_CAPTION_CHARS)
@@ -168,6 +173,7 @@ class ClipJobSpec(_Model):
     end: str = Field(max_length=32)
     output: Output = Output()
     captions: Captions | None = None
+    thumbnail: Thumbnail | None = None
     storage: Storage | None = None
     url_expires_seconds: int | None = Field(default=None, ge=60, le=MAX_URL_EXPIRES_SECONDS)
     deadline_seconds: int | None = Field(default=None, ge=30, le=86400)
@@ -188,6 +194,13 @@ class ClipJobSpec(_Model):
     def _captions_need_video(self) -> ClipJobSpec:
         if self.captions and self.output.format == OutputFormat.MP3:
             raise ValueError("captions need video; output format mp3 has none")
+        if self.thumbnail and self.output.format == OutputFormat.MP3:
+            raise ValueError("thumbnail needs video; output format mp3 has none")
+        if self.thumbnail and self.thumbnail.at_seconds >= self.duration_seconds:
+            raise ValueError(
+                f"thumbnail.atSeconds ({self.thumbnail.at_seconds:g}) must be inside the clip, "
+                f"which lasts {self.duration_seconds:g} s"
+            )
         return self
 
     @model_validator(mode="after")
@@ -231,6 +244,15 @@ class Condition(_Model):
     message: str = Field(default="", max_length=32768)
 
 
+class ThumbnailStatus(_Model):
+    key: str
+    content_type: str | None = None
+    width: int | None = None
+    height: int | None = None
+    size_bytes: int | None = None
+    at_seconds: float | None = None
+
+
 class LoudnessStatus(_Model):
     target_lufs: float | None = None
     integrated_lufs: float | None = None
@@ -249,6 +271,7 @@ class OutputStatus(_Model):
     cut_path: str | None = None
     truncated: bool | None = None
     loudness: LoudnessStatus | None = None
+    thumbnail: ThumbnailStatus | None = None
 
 
 class Timings(_Model):

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from kubernetes.client.exceptions import ApiException
 
-from .builders import ClipJobRef, UploadTarget, download_filename
+from .builders import THUMBNAIL_TYPES, ClipJobRef, UploadTarget, download_filename, thumbnail_key
 from .config import OperatorConfig
 from .endpoints import EndpointRefused, check_address, check_allowed
 from .kube import Kube
@@ -166,8 +166,14 @@ class Presigner:
         }
         lifetime = deadline + UPLOAD_MARGIN_SECONDS
 
+        thumb_key = thumbnail_key(key, spec)
+
         def sign() -> UploadTarget:
             client = self._client(settings)
+            thumb_url = None
+            if thumb_key and spec.thumbnail:
+                thumb_type = {"Content-Type": THUMBNAIL_TYPES[spec.thumbnail.format]}
+                thumb_url = presign_put(client, bucket, thumb_key, lifetime, thumb_type)
             return UploadTarget(
                 url=presign_put(client, bucket, key, lifetime, headers),
                 headers=headers,
@@ -175,6 +181,7 @@ class Presigner:
                     client, bucket, result_key(key), lifetime, {"Content-Type": "application/json"}
                 ),
                 key=key,
+                thumbnail_url=thumb_url,
             )
 
         try:
@@ -229,5 +236,8 @@ class Presigner:
             client = self._client(settings)
             delete_object(client, bucket, key)
             delete_object(client, bucket, result_key(key))
+            thumb_key = thumbnail_key(key, spec)
+            if thumb_key:
+                delete_object(client, bucket, thumb_key)
 
         await self._network(settings, remove)

@@ -229,6 +229,10 @@ def build_conditions(
 
 
 _LOUDNESS = ("targetLufs", "integratedLufs", "rangeLu", "truePeakDbtp")
+_THUMBNAIL: dict[str, type | tuple[type, ...]] = {
+    "key": str, "contentType": str, "width": int, "height": int, "sizeBytes": int,
+    "atSeconds": (int, float),
+}  # fmt: skip
 
 
 def output_from_result(result: dict[str, Any], bucket: str, key: str) -> dict[str, Any]:
@@ -263,6 +267,13 @@ def output_from_result(result: dict[str, Any], bucket: str, key: str) -> dict[st
         }
         if figures:
             out["loudness"] = figures
+    thumb = result.get("thumbnail")
+    if isinstance(thumb, dict) and isinstance(thumb.get("key"), str):  # spec.thumbnail
+        out["thumbnail"] = {
+            k: thumb[k]
+            for k, kind in _THUMBNAIL.items()
+            if isinstance(thumb.get(k), kind) and not isinstance(thumb.get(k), bool)
+        }
     return out
 
 

@@ -68,3 +68,33 @@ def test_explain_covers_the_media_options(kube: Any) -> None:
                  "clipjob.spec.output.loudness.targetLufs"):  # fmt: skip
         out = kube.run_kubectl("explain", path)
         assert out.returncode == 0 and "DESCRIPTION" in out.stdout.upper(), out.stderr
+
+
+THUMBNAIL_INVALID = [
+    ("thumb-format", {"thumbnail": {"format": "png"}}, "spec.thumbnail.format",
+     "Unsupported value"),
+    ("thumb-negative", {"thumbnail": {"atSeconds": -1}}, "spec.thumbnail.atSeconds",
+     "greater than or equal to 0"),
+    ("thumb-after-end", {"start": "1:00", "end": "1:10", "thumbnail": {"atSeconds": 10}},
+     "spec.thumbnail.atSeconds", "must be inside the clip"),
+    ("thumb-mp3", {"thumbnail": {}, "output": {"format": "mp3"}}, "spec.thumbnail",
+     "needs video"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "spec", "field", "text"), THUMBNAIL_INVALID, ids=[c[0] for c in THUMBNAIL_INVALID]
+)
+def test_bad_thumbnail_is_rejected_naming_the_field(
+    kube: Any, namespace: str, name: str, spec: dict[str, Any], field: str, text: str
+) -> None:
+    with pytest.raises(ApiException) as info:
+        create(kube, namespace, manifest(name, **spec))
+    assert field in info.value.body and text in info.value.body, info.value.body
+
+
+def test_thumbnail_defaults_and_an_in_range_time_are_accepted(kube: Any, namespace: str) -> None:
+    created = create(kube, namespace, manifest("thumb", thumbnail={}))
+    assert created["spec"]["thumbnail"] == {"format": "jpeg", "atSeconds": 0}
+    create(kube, namespace, manifest("thumb-late", start="1:00", end="1:10",
+                                     thumbnail={"format": "webp", "atSeconds": 9.96}))  # fmt: skip

@@ -283,3 +283,44 @@ def test_thumbnail_is_the_clip_frame_at_its_time_beside_the_clip(
         scores[n] = psnr(tmp_path / f"ref{n}.png", still)
     assert max(scores, key=lambda n: scores[n]) == frame, scores
     assert scores[frame] > 30, scores
+
+
+def test_operator_presigns_the_thumbnail_put_and_the_worker_uses_it(
+    sources: Sources, s3_server: Any, s3_bucket: str, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """The operator's Presigner and build_job, then the worker with exactly the Job's
+    variables and no credentials: the clip and its thumbnail land side by side."""
+    import asyncio
+
+    from clip_operator.builders import ClipJobRef, build_job
+    from clip_operator.config import load_config
+    from clip_operator.models import parse_spec
+    from clip_operator.presign import Presigner
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_key)
+    config = load_config({"CLIP_OPERATOR_S3_ENDPOINT": s3_server.endpoint,
+                          "CLIP_OPERATOR_S3_REGION": s3_server.region,
+                          "CLIP_OPERATOR_S3_BUCKET": s3_bucket})  # fmt: skip
+    spec = parse_spec({"source": {"url": sources.url("land.mp4")}, "start": "0.5", "end": "2.5",
+                       "captions": {"top": "THUMBS UP"},
+                       "thumbnail": {"format": "webp", "atSeconds": 1}})  # fmt: skip
+    ref = ClipJobRef("thumbs", "media", "5e1f0000-0000-0000-0000-000000000001")
+    key = "media/thumbs-5e1f0000.mp4"
+    upload = asyncio.run(Presigner(None, config).presign_upload(ref, spec, s3_bucket, key, 300))  # type: ignore[arg-type]
+    job = build_job(ref, spec, config, upload)
+    env = {e["name"]: e["value"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["CLIP_THUMBNAIL_KEY"] == key + ".thumb.webp" and "CLIP_THUMBNAIL_URL" in env
+    env.update(CLIP_ALLOW_PRIVATE_NETWORKS="127.0.0.0/8", HOME=str(tmp_path),
+               CLIP_ALLOW_PORTS=str(sources.server.server_address[1]))  # fmt: skip
+    for name in ("CLIP_WORK_DIR", "CLIP_TERMINATION_LOG"):
+        env.pop(name)
+    run = run_worker(env, tmp_path)
+    assert run.returncode == 0, f"{run.result} {run.stderr[-2000:]}"
+    assert not any(k.startswith("AWS_") for k in env)
+    thumb = s3_server.client().get_object(Bucket=s3_bucket, Key=key + ".thumb.webp")
+    assert thumb["ContentType"] == "image/webp"
+    assert thumb["ContentLength"] == run.result["thumbnail"]["sizeBytes"]
+    assert (run.result["thumbnail"]["width"], run.result["thumbnail"]["height"]) == (640, 360)
+    assert s3_server.client().head_object(Bucket=s3_bucket, Key=key)["ContentLength"] > 0

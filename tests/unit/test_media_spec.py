@@ -33,6 +33,9 @@ def test_media_options_parse_with_defaults() -> None:
         ({"output": {"format": "mp3", "crop": {"aspect": "1:1"}}}, "crop needs video"),
         ({"output": {"format": "gif", "loudness": {}}}, "loudness needs audio"),
         ({"output": {"loudness": {"targetLufs": -80}}}, "spec.output.loudness.targetLufs"),
+        ({"thumbnail": {"format": "png"}}, "spec.thumbnail.format"),
+        ({"thumbnail": {"atSeconds": 10}}, "must be inside the clip, which lasts 10 s"),
+        ({"thumbnail": {}, "output": {"format": "mp3"}}, "thumbnail needs video"),
     ],
 )
 def test_bad_media_options_are_invalid_spec(extra: dict[str, Any], text: str) -> None:
@@ -49,3 +52,19 @@ def test_loudness_figures_reach_status_output() -> None:
     assert out["loudness"] == {"targetLufs": -14.0, "integratedLufs": -14.0, "rangeLu": 0.4,
                                "truePeakDbtp": -3.2}  # fmt: skip
     assert "loudness" not in output_from_result({"loudness": "loud"}, "b", "k")
+
+
+def test_thumbnail_reaches_status_output_with_its_size() -> None:
+    thumb = {"key": "k.thumb.jpg", "contentType": "image/jpeg", "width": 640, "height": 360,
+             "sizeBytes": 1234, "atSeconds": 0.0, "url": "https://leak.test/?sig"}  # fmt: skip
+    out = output_from_result({"thumbnail": thumb}, "b", "k")
+    assert out["thumbnail"] == {k: v for k, v in thumb.items() if k != "url"}
+    assert "thumbnail" not in output_from_result({"thumbnail": {"width": 1}}, "b", "k")
+
+
+def test_thumbnail_key_sits_beside_the_clip_and_is_deleted_with_it() -> None:
+    from clip_operator.builders import thumbnail_key
+
+    spec = parse_spec({**BASE, "thumbnail": {"format": "webp"}})
+    assert thumbnail_key("ns/a-1.mp4", spec) == "ns/a-1.mp4.thumb.webp"
+    assert thumbnail_key("ns/a-1.mp4", parse_spec(BASE)) is None
