@@ -12,7 +12,14 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from .admission import Admission
-from .builders import ClipJobRef, UploadTarget, object_key, ref_of, resolve_bucket
+from .builders import (
+    ClipJobRef,
+    UploadTarget,
+    object_key,
+    ref_of,
+    resolve_bucket,
+    thumbnail_key,
+)
 from .cache import Cache, job_finished, owner_uid
 from .config import OperatorConfig
 from .dedupe import TwinIndex, content_digest, content_key, older
@@ -130,6 +137,13 @@ class FactFinder:
             # Never valid past the ClipJob's end of life (ttlSecondsAfterFinished).
             not_after = end_of_life(cj, self.settings, datetime.now(UTC))
             facts.url = await self.presigner.presign_get(ref, spec, bucket, key, not_after)
+            thumb_key = thumbnail_key(key, spec)
+            if thumb_key:  # spec.thumbnail: its own download URL, with the clip's life
+                name = f"{ref.name}.{thumb_key.rsplit('.', 1)[1]}"
+                signed = await self.presigner.presign_get(
+                    ref, spec, bucket, thumb_key, not_after, name
+                )
+                facts.thumbnail_url = signed[0]
         except StorageProblem as exc:
             facts.url_error = exc.message
         except Exception as exc:

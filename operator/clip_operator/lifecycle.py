@@ -78,15 +78,24 @@ def url_secret_name(cj: dict[str, Any]) -> str:
 
 
 def _place_url(
-    plan: Plan, cj: dict[str, Any], url: str, expires: str, issued: str, settings: Settings
+    plan: Plan,
+    cj: dict[str, Any],
+    url: str,
+    expires: str,
+    issued: str,
+    settings: Settings,
+    thumbnail_url: str | None = None,
 ) -> dict[str, Any]:
-    """Status fields for a fresh URL: the URL itself, or the name of the Secret holding it."""
+    """Status fields for a fresh URL: the URL itself, or the name of the Secret holding it
+    (the thumbnail's URL, spec.thumbnail, goes into status beside the clip's only)."""
     fields: dict[str, Any] = {"urlExpiresAt": expires, "urlIssuedAt": issued}
     if settings.url_policy == "Secret":
         fields["urlSecretName"] = url_secret_name(cj)
         plan.url_secret = (url, expires)
     else:
         fields["url"] = url
+        if thumbnail_url:
+            fields["thumbnailUrl"] = thumbnail_url
     return fields
 
 
@@ -104,7 +113,9 @@ def with_url(
     previous = (cj.get("status") or {}).get("conditions")
     if facts.url is not None:
         url, expires, issued = facts.url
-        plan.status.update(_place_url(plan, cj, url, expires, issued, settings))
+        plan.status.update(
+            _place_url(plan, cj, url, expires, issued, settings, facts.thumbnail_url)
+        )
         plan.requeue_after = _refresh_in(expires, issued, now, settings)
         plan.events.append(("Normal", "Succeeded", plan.status["message"]))
         return plan
@@ -135,6 +146,8 @@ def keep_url(cj: dict[str, Any], facts: Facts, now: datetime, settings: Settings
     if settings.url_policy == "None":
         if status.get("url"):
             plan.status = {"url": None, "urlExpiresAt": None, "urlIssuedAt": None}
+            if status.get("thumbnailUrl"):
+                plan.status["thumbnailUrl"] = None
         return plan
     expires, issued = status.get("urlExpiresAt"), status.get("urlIssuedAt")
     end = parse_time(expires)
@@ -163,7 +176,9 @@ def keep_url(cj: dict[str, Any], facts: Facts, now: datetime, settings: Settings
     gen = cj["metadata"].get("generation", 1)
     if facts.url is not None:
         url, new_expires, new_issued = facts.url
-        plan.status = _place_url(plan, cj, url, new_expires, new_issued, settings)
+        plan.status = _place_url(
+            plan, cj, url, new_expires, new_issued, settings, facts.thumbnail_url
+        )
         if settings.url_policy == "Secret" and status.get("url"):
             plan.status["url"] = None  # the policy changed: the URL leaves status
         if not ready:

@@ -306,6 +306,7 @@ class ClipJobStatus(_Model):
     output: OutputStatus | None = None
     url: str | None = None
     url_expires_at: str | None = None
+    thumbnail_url: str | None = None
     url_issued_at: str | None = None
     url_secret_name: str | None = None
     cache: Literal["Hit", "Miss"] | None = None

@@ -51,6 +51,7 @@ class Facts:
     recovered: dict[str, Any] | None = None  # RECOVER answer ({} = nothing in S3)
     url: tuple[str, str, str] | None = None  # (url, expiresAt, issuedAt)
     url_error: str | None = None
+    thumbnail_url: str | None = None  # spec.thumbnail: signed with the clip's URL, same life
     delete_error: tuple[str, bool] | None = None  # (message, retryable)
     deleted_objects: bool = False
     notification: Delivery | None = None  # NOTIFY answer: delivered, retrying, or why not

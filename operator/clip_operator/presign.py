@@ -196,12 +196,13 @@ class Presigner:
         bucket: str,
         key: str,
         not_after: datetime | None = None,
+        filename: str | None = None,
     ) -> tuple[str, str, str]:
         """(url, expiresAt, issuedAt): expiry is the requested lifetime, the keys' end or
         `not_after` (the ClipJob's end of life), whichever comes first."""
         settings = await self.settings_for(ref, spec, public=True)
         lifetime = self.config.effective_url_expiry(spec.url_expires_seconds)
-        filename = download_filename(ref, spec)
+        filename = filename or download_filename(ref, spec)
 
         def sign() -> tuple[str, str, str]:
             client = self._client(settings)

@@ -68,3 +68,28 @@ def test_thumbnail_key_sits_beside_the_clip_and_is_deleted_with_it() -> None:
     spec = parse_spec({**BASE, "thumbnail": {"format": "webp"}})
     assert thumbnail_key("ns/a-1.mp4", spec) == "ns/a-1.mp4.thumb.webp"
     assert thumbnail_key("ns/a-1.mp4", parse_spec(BASE)) is None
+
+
+def test_thumbnail_url_is_placed_beside_the_clip_url_and_refreshed_with_it() -> None:
+    from datetime import UTC, datetime
+
+    from clip_operator.decide import decide
+    from clip_operator.plan import Facts, Settings
+
+    now = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    body = {
+        "metadata": {"name": "a", "namespace": "ns", "uid": "u1", "generation": 1,
+                     "creationTimestamp": "2026-11-30T11:59:00Z"},
+        "spec": {**BASE, "thumbnail": {}},
+        "status": {"phase": "Succeeded", "output": {"bucket": "b", "key": "k"}, "url": "u",
+                   "urlExpiresAt": "2026-11-30T12:05:00Z", "urlIssuedAt": "2026-11-30T11:00:00Z",
+                   "conditions": [{"type": "Ready", "status": "True",
+                                   "lastTransitionTime": "2026-11-30T11:00:00Z"}]},
+    }  # fmt: skip
+    url = ("https://s3/k?sig", "2026-11-30T13:00:00Z", "2026-11-30T12:00:00Z")
+    facts = Facts(url=url, thumbnail_url="https://s3/k.thumb.jpg?sig")
+    plan = decide(body, None, None, facts, now, Settings(default_bucket="b"))
+    assert plan.status and plan.status["url"] == url[0]
+    assert plan.status["thumbnailUrl"] == "https://s3/k.thumb.jpg?sig"
+    secret = decide(body, None, None, facts, now, Settings(default_bucket="b", url_policy="Secret"))
+    assert secret.status and "thumbnailUrl" not in secret.status
