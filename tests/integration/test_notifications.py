@@ -330,6 +330,32 @@ def test_the_operator_default_webhook_signs_with_its_own_secret(
     assert verify(receiver.got[0])["subject"] == "default"
 
 
+def test_fifty_finished_clipjobs_cost_two_status_writes_each(
+    kube: Any, namespace: str, operator_factory: Any, receiver: Receiver
+) -> None:
+    op = operator_factory(s3_bucket="", notify_allowed_hosts=ALLOWED)
+    uids = {
+        create(kube, namespace, failing(f"n{i}", notify={"url": receiver.url}))["metadata"]["uid"]
+        for i in range(50)
+    }
+    wait_for("50 webhooks", lambda: len(receiver.got) >= 50, timeout=120)
+
+    def delivered() -> int:
+        items = kube.custom.list_namespaced_custom_object(
+            "mememaker.io", "v1alpha1", namespace, "clipjobs"
+        )["items"]
+        return sum(
+            1 for o in items if (o.get("status") or {}).get("notification", {}).get("delivered")
+        )
+
+    wait_for("50 deliveries in status", lambda: delivered() == 50, timeout=60)
+    ids = [json.loads(g.body)["id"] for g in receiver.got]
+    assert sorted(ids) == sorted(f"{u}.failed" for u in uids)  # each once
+    text = op.metrics()
+    assert metric(text, "clip_operator_status_writes_total") == 100  # Failed + Delivered
+    assert metric(text, 'clip_notifications_total{result="delivered"}') == 50
+
+
 @pytest.mark.parametrize(
     "notify",
     [

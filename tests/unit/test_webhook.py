@@ -207,3 +207,45 @@ def test_secret_problems_end_the_delivery_before_anything_is_sent(
         assert paths == []
 
     asyncio.run(main())
+
+
+def test_at_most_four_requests_at_once_per_host() -> None:
+    async def main() -> None:
+        state = {"now": 0, "peak": 0}
+        release = asyncio.Event()
+
+        async def slow(request: web.Request) -> web.Response:
+            state["now"] += 1
+            state["peak"] = max(state["peak"], state["now"])
+            await release.wait()
+            state["now"] -= 1
+            return web.Response(text="ok")
+
+        app = web.Application()
+        app.router.add_post("/hook", slow)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        ended: list[str] = []
+        notifier = Notifier(Kube(), config(notify_timeout_seconds=10), ended.append)  # type: ignore[arg-type]
+        for i in range(10):
+            cj = clipjob(f"http://127.0.0.1:{port}/hook")
+            cj["metadata"]["uid"] = f"u{i}"
+            assert not notifier.step(cj, Facts())
+        for _ in range(100):  # until the first four wait in the receiver
+            if state["now"] == 4:
+                break
+            await asyncio.sleep(0.02)
+        assert state["now"] == 4 and notifier.running() == 10
+        release.set()
+        for _ in range(250):
+            if len(ended) == 10:
+                break
+            await asyncio.sleep(0.02)
+        await notifier.close()
+        await runner.cleanup()
+        assert len(ended) == 10 and state["peak"] == 4
+
+    asyncio.run(main())
