@@ -721,7 +721,7 @@ def test_cluster_wide_identity_makes_the_operators_calls_in_any_namespace_and_no
 
 ORPHAN_KINDS = (
     "deployments,replicasets,services,serviceaccounts,configmaps,secrets,roles,rolebindings,"
-    "networkpolicies,servicemonitors,podmonitors,prometheusrules"
+    "networkpolicies,servicemonitors,podmonitors,prometheusrules,poddisruptionbudgets"
 )
 
 

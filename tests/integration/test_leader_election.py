@@ -40,6 +40,7 @@ def replica(operator_factory: Any, namespace: str, name: str, **settings: Any) -
         lease_namespace=namespace,  # the test's own Lease: tests never share one
         in_flight_limit=0,
         resync_seconds=60,
+        dedupe="Off",  # every ClipJob here is the same clip: each must get its own Job
         **settings,
     )
 
