@@ -249,3 +249,66 @@ def test_at_most_four_requests_at_once_per_host() -> None:
         assert len(ended) == 10 and state["peak"] == 4
 
     asyncio.run(main())
+
+
+def test_https_certificates_are_verified(tmp_path: Any) -> None:
+    """A receiver with a self-signed certificate is not trusted: no event is handed over."""
+    import datetime as dt
+    import ipaddress
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    (tmp_path / "c.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "k.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tmp_path / "c.pem", tmp_path / "k.pem")
+
+    async def main() -> None:
+        paths: list[str] = []
+
+        async def hook(request: web.Request) -> web.Response:
+            paths.append(request.path)
+            return web.Response(text="ok")
+
+        app = web.Application()
+        app.router.add_post("/hook", hook)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        try:
+            told = await deliver(clipjob(f"https://127.0.0.1:{port}/hook"), Kube(), config())
+        finally:
+            await runner.cleanup()
+        assert told[-1].reason == "GaveUp" and "certificate" in told[-1].message.lower()
+        assert paths == []
+
+    asyncio.run(main())
