@@ -109,6 +109,10 @@ async def server(codes: list[int]) -> tuple[web.AppRunner, str, list[str]]:
         ("http://localhost:8080/", {"localhost"}, [], False, True),
         ("http://localhost:8080/", set(), [], True, True),
         ("https://93.184.216.34/", set(), [], False, True),
+        ("http://[64:ff9b::a9fe:a9fe]/", set(), [], False, False),  # NAT64 of the metadata IP
+        ("http://[64:ff9b::a01:203]/", set(), [], False, False),  # NAT64 of 10.1.2.3
+        ("http://[2002:a9fe:a9fe::1]/", set(), [], False, False),  # 6to4
+        ("http://[2002:5db8:d822::1]/", set(), [], False, True),  # 6to4 of a public address
     ],
 )
 def test_address_guard(url: str, hosts: set[str], nets: list[str], trusted: bool, ok: bool) -> None:
