@@ -243,7 +243,7 @@ class Notifier:
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
             connector = aiohttp.TCPConnector(
-                resolver=self._resolver, use_dns_cache=False, limit=64, force_close=True
+                resolver=self._resolver, use_dns_cache=False, limit=256, force_close=True
             )
             self._session = aiohttp.ClientSession(connector=connector, trust_env=False)
         return self._session
