@@ -23,6 +23,8 @@ import pytest
 from kubernetes import client
 
 from tests.clipjobs import create, events_for, get, manifest, wait_for, wait_phase
+from tests.integration.test_chart import token_kubeconfig
+from tests.integration.test_rbac import install_rbac  # noqa: F401 (a fixture)
 from tests.kubelet_sim import run_pod, success_message, wait_for_pod
 
 pytestmark = pytest.mark.integration
@@ -375,3 +377,36 @@ def test_admission_refuses_a_bad_webhook_with_the_field_named(
     with pytest.raises(ApiException) as err:
         create(kube, namespace, manifest("badhook", notify=notify))
     assert err.value.status == 422 and "spec.notify" in str(err.value.body)
+
+
+def test_under_the_charts_rbac_only_granted_secrets_sign(
+    kube: Any,
+    namespace: str,
+    operator_factory: Any,
+    receiver: Receiver,
+    install_rbac: Any,  # noqa: F811 (the fixture imported above)
+    tmp_path: Any,
+) -> None:
+    """The operator under the chart's ServiceAccount (a TokenRequest token): the default
+    webhook's Secret is granted by name; a tenant Secret outside rbac.tenantSecretNamespaces
+    is refused by the API server, which the ClipJob's status says plainly."""
+    signing_secret(kube, namespace, "platform-hook")
+    signing_secret(kube, namespace, "hook-key")
+    who = install_rbac({"notify.secret": "platform-hook"})
+    config = token_kubeconfig(kube, namespace, who.sa, tmp_path / "operator.kubeconfig")
+    operator_factory(
+        env={"KUBECONFIG": str(config)},
+        s3_bucket="",
+        notify_url=receiver.url,
+        notify_secret=f"{namespace}/platform-hook",
+        notify_allowed_hosts=ALLOWED,
+    )
+    own = {"url": receiver.url, "secretRef": {"name": "hook-key"}}
+    create(kube, namespace, failing("own", notify=own))
+    create(kube, namespace, failing("platform"))
+    refused = notification(kube, namespace, "own")
+    assert refused["reason"] == "SecretForbidden" and refused["delivered"] is False
+    assert "rbac.tenantSecretNamespaces" in refused["message"]
+    delivered = notification(kube, namespace, "platform")
+    assert delivered["delivered"] is True
+    assert len(receiver.got) == 1 and verify(receiver.got[0])["subject"] == "platform"
