@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
-from clip_worker import config, probe, process, thumbnail, verify
+from clip_worker import config, probe, process, thumbnail, verify, watermark
 from clip_worker.cut import CONTENT_TYPES, CutResult, cut
 from clip_worker.fetch import ContainerMismatch, download, upstream_failure
 from clip_worker.proxy import EgressProxy
@@ -144,6 +144,12 @@ def run_clip(cfg: config.Config, work: str) -> dict[str, Any]:
             f"{source.duration:.3f} s" if source.duration else "unknown", clock.lap("resolve"),
         )  # fmt: skip
         _check_start(cfg, source.duration)
+        image = None
+        if cfg.watermark:  # through the same egress guard as the source, before the download
+            try:
+                image = watermark.fetch(cfg.watermark, proxy.url, cfg.network_timeout, work)
+            finally:
+                _refused(proxy)
         # Not earlier: importing boto3 would compete with yt-dlp for the GIL.
         s3_client = _BACKGROUND.submit(make_client, cfg)
         made: CutResult | None = None
@@ -164,7 +170,7 @@ def run_clip(cfg: config.Config, work: str) -> dict[str, Any]:
     if made is None:
         # The segment's own timeline (see fetch.Fetched.shift).
         on_segment = replace(cfg, start=cfg.start + shift, end=cfg.end + shift)
-        made = cut(on_segment, _segment(cfg, path, duration), path, work)
+        made = cut(on_segment, _segment(cfg, path, duration), path, work, image)
     size = _check_size(cfg, made.path)
     out = made.made.info
     log.info("cut %s: %d bytes, %s, %.3f s%s (%.2f s)", made.cut_path, size, cfg.output_format,

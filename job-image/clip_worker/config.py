@@ -62,11 +62,12 @@ class Config:
     crop: options.Crop | None = None
     loudness: options.Loudness | None = None
     thumbnail: options.Thumbnail | None = None
+    watermark: options.Watermark | None = None
 
     @property
     def filtered(self) -> bool:
         """A filter touches every video frame: the clip is re-encoded, never copied."""
-        return self.captions is not None or self.crop is not None
+        return any(x is not None for x in (self.captions, self.crop, self.watermark))
 
     @property
     def duration(self) -> float:
@@ -234,6 +235,9 @@ def load(env: Mapping[str, str]) -> Config:
     if fmt == "gif" and loudness:
         raise _invalid("loudness needs audio: output format gif has none")
     thumbnail = options.thumbnail(env, _required(env, "CLIP_S3_KEY"), end - start)
+    watermark = options.watermark(env)
+    if watermark and fmt == "mp3":
+        raise _invalid("a watermark needs video: output format mp3 has none")
     if thumbnail and fmt == "mp3":
         raise _invalid("a thumbnail needs video: output format mp3 has none")
     if thumbnail and upload_url and not thumbnail.upload_url:
@@ -276,4 +280,5 @@ def load(env: Mapping[str, str]) -> Config:
         crop=crop,
         loudness=loudness,
         thumbnail=thumbnail,
+        watermark=watermark,
     )

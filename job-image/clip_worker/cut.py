@@ -27,6 +27,7 @@ from clip_worker import filters, loudness, probe, verify
 from clip_worker.config import Config
 from clip_worker.process import Completed, run
 from clip_worker.result import Reason, WorkerError
+from clip_worker.watermark import Image
 
 log = logging.getLogger("clip_worker")
 
@@ -140,16 +141,22 @@ def reencode(
     out: str,
     frames: int | None = None,
     audio_filter: str | None = None,
+    image: Image | None = None,
 ) -> None:
     """Frame-exact: decode from the keyframe before start, encode [start, end), through
-    the per-frame filters (crop, scale, captions) and the audio filter (loudness)."""
+    the per-frame filters (crop, scale, captions, the watermark `image`) and the audio
+    filter (loudness)."""
     work = os.path.dirname(out)
     args = _base(cfg) + _seek_input(segment, cfg.start)
+    mark = None
+    if image is not None and cfg.output_format != "mp3":
+        args += image.input_args()
+        mark = 1
     fmt = cfg.output_format
     if fmt in ("gif", "mp3"):
         args += ["-t", f"{cfg.duration:.6f}"]
     if fmt == "gif":
-        args += ["-an", "-filter_complex", filters.gif_graph(cfg, info, work)]
+        args += ["-an", "-filter_complex", filters.gif_graph(cfg, info, work, mark)]
     elif fmt == "mp3":
         args += ["-vn", *(["-af", audio_filter] if audio_filter else []), *_audio_codec_args(cfg)]
     else:
@@ -160,19 +167,18 @@ def reencode(
             normalised = os.path.join(work, "audio.mka")
             _check(_encode_audio(cfg, segment, normalised, audio_filter), "encoding the audio")
             args += ["-i", normalised]
-            audio = ["-map", "1:a:0", "-c:a", "copy"]
+            audio = ["-map", f"{2 if mark else 1}:a:0", "-c:a", "copy"]
         # The demuxer's time base, not 1/fps: rounding an off-grid timestamp onto the
         # 1/fps grid can put the last frame on `-t` and drop it.
-        args += ["-t", f"{cfg.duration:.6f}", "-map", "0:v:0", *audio]
-        args += ["-fps_mode", "passthrough", "-enc_time_base", "-1"]
+        args += ["-t", f"{cfg.duration:.6f}"]
+        height = _scale_height(cfg, info)
+        if cfg.filtered:
+            args += ["-filter_complex", filters.video_graph(cfg, info, work, mark), "-map", "[v]"]
+        else:
+            args += ["-map", "0:v:0", *(["-vf", f"scale=-2:{height}"] if height else [])]
+        args += [*audio, "-fps_mode", "passthrough", "-enc_time_base", "-1"]
         if frames:
             args += ["-frames:v", str(frames)]
-        height = _scale_height(cfg, info)
-        chain = filters.video_chain(cfg, info, work) if cfg.filtered else []
-        if chain:
-            args += ["-vf", ",".join(chain)]
-        elif height:
-            args += ["-vf", f"scale=-2:{height}"]
         args += _video_codec_args(cfg)
     done = run([*args, *_container_args(cfg), out], cfg.process_timeout, "encoding the clip")
     _check(done, "encoding the clip")
@@ -354,7 +360,9 @@ def _paths(cfg: Config, info: probe.StreamInfo) -> list[str]:
     return ["smart", "reencode"] if smart_ok else ["reencode"]
 
 
-def cut(cfg: Config, seg: probe.Segment, segment: str, work_dir: str) -> CutResult:
+def cut(
+    cfg: Config, seg: probe.Segment, segment: str, work_dir: str, image: Image | None = None
+) -> CutResult:
     """Make the clip file from the downloaded segment and check it; the first path whose
     clip passes the output check wins."""
     info = seg.info
@@ -387,7 +395,7 @@ def cut(cfg: Config, seg: probe.Segment, segment: str, work_dir: str) -> CutResu
                     continue  # no whole GOP inside the clip: nothing to copy
             else:
                 frames = win.frames if fmt != "gif" else None
-                reencode(cfg, info, segment, out, frames, audio_filter)
+                reencode(cfg, info, segment, out, frames, audio_filter, image)
             if os.path.getsize(out) > cfg.max_output_bytes:
                 raise WorkerError(
                     Reason.OUTPUT_TOO_LARGE,

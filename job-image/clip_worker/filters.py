@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from clip_worker import overlay, probe
+from clip_worker import overlay, probe, watermark
 from clip_worker.config import Config
 from clip_worker.options import Crop
 from clip_worker.result import Reason, WorkerError
@@ -95,18 +95,36 @@ def video_chain(cfg: Config, info: probe.StreamInfo, work_dir: str) -> list[str]
     return chain
 
 
-def gif_graph(cfg: Config, info: probe.StreamInfo, work_dir: str) -> str:
-    """fps, the per-frame filters (or the plain GIF scale), then a per-clip palette."""
+def _graph(cfg: Config, chain: list[str], out_width: int, mark: int | None, out: str) -> str:
+    body = ",".join(chain or ["null"])
+    if cfg.watermark is None or mark is None:
+        return f"[0:v]{body}[{out}]"
+    overlay = watermark.overlay_graph(cfg.watermark, out_width, "base", f"{mark}:v", out)
+    return f"[0:v]{body}[base];{overlay}"
+
+
+def video_graph(cfg: Config, info: probe.StreamInfo, work_dir: str, mark: int | None) -> str:
+    """-filter_complex text: [0:v] through the per-frame filters, then the watermark
+    (input `mark`) on top, to the label [v]."""
+    geo = _geometry_of(cfg, info)
+    return _graph(cfg, video_chain(cfg, info, work_dir), geo.out_width, mark, "v")
+
+
+def gif_graph(cfg: Config, info: probe.StreamInfo, work_dir: str, mark: int | None = None) -> str:
+    """fps, the per-frame filters and the watermark (or the plain GIF scale), then a
+    per-clip palette."""
     fps = min(GIF_MAX_FPS, round(info.frame_rate or GIF_MAX_FPS))
     if cfg.filtered:
-        chain = ",".join([f"fps={fps}", *video_chain(cfg, info, work_dir)])
+        geo = _geometry_of(cfg, info)
+        chain = [f"fps={fps}", *video_chain(cfg, info, work_dir)]
+        head = _graph(cfg, chain, geo.out_width, mark, "frames") + ";[frames]"
     else:
         height = cfg.max_height or 10_000
-        chain = (
+        head = (
             f"fps={fps},scale='min({GIF_MAX_WIDTH},iw)':'min({height},ih)'"
-            ":force_original_aspect_ratio=decrease:flags=lanczos"
+            ":force_original_aspect_ratio=decrease:flags=lanczos,"
         )
     return (
-        f"{chain},split[a][b];"
+        f"{head}split[a][b];"
         "[a]palettegen=stats_mode=diff[p];[b][p]paletteuse=dither=bayer:bayer_scale=3"
     )

@@ -12,6 +12,7 @@ import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from clip_worker.result import Reason, WorkerError
 
@@ -64,6 +65,19 @@ class Thumbnail:
     @property
     def content_type(self) -> str:
         return THUMBNAIL_FORMATS[self.format][0]
+
+
+WATERMARK_POSITIONS = ("top-left", "top-right", "bottom-left", "bottom-right")
+
+
+@dataclass(frozen=True)
+class Watermark:
+    """CLIP_WATERMARK_*: an image URL (fetched through the egress guard) and its drawing."""
+
+    url: str
+    position: str = "bottom-right"
+    opacity: float = 0.8
+    width: float = 0.2  # share of the output width
 
 
 def _invalid(message: str) -> WorkerError:
@@ -173,3 +187,28 @@ def thumbnail(env: Mapping[str, str], clip_key: str, duration: float) -> Thumbna
     key = env.get("CLIP_THUMBNAIL_KEY", "").strip() or default_key
     url = env.get("CLIP_THUMBNAIL_URL", "").strip() or None
     return Thumbnail(fmt, at, key, url)
+
+
+def watermark(env: Mapping[str, str]) -> Watermark | None:
+    """CLIP_WATERMARK_URL (http(s)) turns it on; CLIP_WATERMARK_POSITION (a corner, default
+    bottom-right), CLIP_WATERMARK_OPACITY (0-1, default 0.8), CLIP_WATERMARK_WIDTH (share of
+    the output width, 0.02-1, default 0.2)."""
+    url = env.get("CLIP_WATERMARK_URL", "").strip()
+    names = ("CLIP_WATERMARK_POSITION", "CLIP_WATERMARK_OPACITY", "CLIP_WATERMARK_WIDTH")
+    if not url:
+        for name in names:
+            if env.get(name, "").strip():
+                raise _invalid(f"{name} is set without CLIP_WATERMARK_URL")
+        return None
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise _invalid("CLIP_WATERMARK_URL must be an http(s) URL with a host")
+    position = env.get("CLIP_WATERMARK_POSITION", "").strip().lower() or "bottom-right"
+    if position not in WATERMARK_POSITIONS:
+        raise _invalid(
+            f"CLIP_WATERMARK_POSITION must be one of {', '.join(WATERMARK_POSITIONS)}, "
+            f"got {position!r}"
+        )
+    opacity = _number(env, "CLIP_WATERMARK_OPACITY", 0.8, 0.0, 1.0)
+    width = _number(env, "CLIP_WATERMARK_WIDTH", 0.2, 0.02, 1.0)
+    return Watermark(url, position, opacity, width)

@@ -47,6 +47,10 @@ media options (each makes the clip a re-encode where it touches every frame):
   CLIP_THUMBNAIL_AT             seconds into the clip for the still (default 0: first frame)
   CLIP_THUMBNAIL_URL            presigned PUT URL for the still (required with CLIP_UPLOAD_URL)
   CLIP_THUMBNAIL_KEY            the still's object key (default <CLIP_S3_KEY>.thumb.jpg|webp)
+  CLIP_WATERMARK_URL            http(s) URL of a PNG/JPEG/WebP drawn in a corner (egress guard)
+  CLIP_WATERMARK_POSITION       top-left | top-right | bottom-left | bottom-right (default)
+  CLIP_WATERMARK_OPACITY        0 .. 1 (default 0.8)
+  CLIP_WATERMARK_WIDTH          share of the output width, 0.02 .. 1 (default 0.2)
 
 legacy, standalone use without the operator (credentials in the Pod: not how Jobs run):
   CLIP_S3_ENDPOINT, CLIP_S3_REGION, CLIP_S3_ADDRESSING_STYLE, AWS_ACCESS_KEY_ID,

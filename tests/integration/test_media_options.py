@@ -59,6 +59,8 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sources]:
     _h264("color=c=gray:size=640x360", 2, root / "marker.mp4",
           then=f",drawbox=x={MARKER_X[0]}:y=0:w=40:h=360:c=red:t=fill")  # fmt: skip
     _h264("testsrc2=size=320x180", 3, root / "quiet.mp4", volume=0.05)
+    _ffmpeg("-f", "lavfi", "-i", "color=c=blue:size=64x64", "-frames:v", "1", str(root / "wm.png"))
+    (root / "not-an-image.png").write_text("<html>a page, not an image</html>")
     server = MediaHTTPServer(root, "127.0.0.1", 0)
     server.start()
     try:
@@ -324,3 +326,61 @@ def test_operator_presigns_the_thumbnail_put_and_the_worker_uses_it(
     assert thumb["ContentLength"] == run.result["thumbnail"]["sizeBytes"]
     assert (run.result["thumbnail"]["width"], run.result["thumbnail"]["height"]) == (640, 360)
     assert s3_server.client().head_object(Bucket=s3_bucket, Key=key)["ContentLength"] > 0
+
+
+def _fails(run: WorkerRun, reason: str, code: int) -> None:
+    assert (run.returncode, run.result.get("reason")) == (code, reason), run.result
+
+
+@pytest.mark.parametrize(("position", "opacity"), [("bottom-right", "1"), ("top-left", "0.5")])
+def test_watermark_changes_its_corner_and_nothing_else(
+    sources: Sources, s3_server: Any, s3_bucket: str, tmp_path: Path, position: str,
+    opacity: str,
+) -> None:  # fmt: skip
+    run, clip = _make(sources, s3_server, s3_bucket, tmp_path, "marker.mp4", "mp4",
+                      CLIP_WATERMARK_URL=sources.url("wm.png"), CLIP_WATERMARK_POSITION=position,
+                      CLIP_WATERMARK_OPACITY=opacity, CLIP_WATERMARK_WIDTH="0.2")  # fmt: skip
+    assert run.result["cutPath"] == "reencode"
+    out = _pixels(_frame(clip, tmp_path / "frame.png"))
+    src = _pixels(_frame(sources.root / "marker.mp4", tmp_path / "source.png", at=1.0))
+    side, margin = 128, 19  # 20 % of 640, 3 % margin
+    x0 = 640 - side - margin if position.endswith("right") else margin
+    y0 = 360 - side - margin if position.startswith("bottom") else margin
+    inside = [
+        (x, y) for x in range(x0 + 4, x0 + side - 4, 7) for y in range(y0 + 4, y0 + side - 4, 7)
+    ]
+    for x, y in inside:
+        r, _, b = out[y][x]
+        assert b > r + 40, ((x, y), out[y][x], src[y][x])  # blue over the grey
+        if opacity == "0.5":
+            assert r > 40, ((x, y), out[y][x])  # half of the grey shows through
+    box = range(x0 - 3, x0 + side + 3), range(y0 - 3, y0 + side + 3)
+    for y in range(0, 360, 5):
+        for x in range(0, 640, 5):
+            if x in box[0] and y in box[1]:
+                continue
+            assert max(abs(a - b) for a, b in zip(out[y][x], src[y][x], strict=True)) <= 12, (
+                (x, y), out[y][x], src[y][x])  # fmt: skip
+
+
+def test_watermark_url_goes_through_the_egress_guard(
+    sources: Sources, s3_server: Any, s3_bucket: str, tmp_path: Path
+) -> None:
+    from clip_worker.netguard import REFUSED
+
+    env = worker_env(sources.url("marker.mp4"), 0.5, 1.5, "mp4",
+                     **s3_target(s3_server, s3_bucket, "wm-refused.mp4"),
+                     CLIP_WATERMARK_URL="http://127.0.0.1:9/wm.png")  # fmt: skip
+    run = run_worker(env, tmp_path)
+    _fails(run, "ForbiddenAddress", 2)
+    assert run.result["message"] == REFUSED
+    listed = s3_server.client().list_objects_v2(Bucket=s3_bucket).get("Contents", [])
+    assert not listed
+
+
+def test_watermark_that_is_not_an_image_is_invalid_input(sources: Sources, tmp_path: Path) -> None:
+    env = worker_env(sources.url("marker.mp4"), 0.5, 1.5, "gif",
+                     CLIP_WATERMARK_URL=sources.url("not-an-image.png"))  # fmt: skip
+    run = run_worker(env, tmp_path)
+    _fails(run, "InvalidInput", 2)
+    assert "not a PNG, JPEG or WebP image" in run.result["message"]

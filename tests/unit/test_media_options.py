@@ -59,6 +59,20 @@ def test_options_parse() -> None:
         ({"CLIP_OUTPUT_FORMAT": "mp3", "CLIP_CAPTION_TOP": "a"}, "need video"),
         ({"CLIP_OUTPUT_FORMAT": "gif", "CLIP_LOUDNESS_TARGET": "-14"}, "needs audio"),
         ({"CLIP_THUMBNAIL_FORMAT": "png"}, "jpeg or webp"),
+        ({"CLIP_WATERMARK_URL": "file:///etc/passwd"}, "CLIP_WATERMARK_URL must be an http(s)"),
+        ({"CLIP_WATERMARK_POSITION": "top-left"}, "without CLIP_WATERMARK_URL"),
+        (
+            {"CLIP_WATERMARK_URL": "https://e.test/w.png", "CLIP_WATERMARK_POSITION": "centre"},
+            "must be one of top-left",
+        ),
+        (
+            {"CLIP_WATERMARK_URL": "https://e.test/w.png", "CLIP_WATERMARK_OPACITY": "2"},
+            "between 0 and 1",
+        ),
+        (
+            {"CLIP_WATERMARK_URL": "https://e.test/w.png", "CLIP_OUTPUT_FORMAT": "mp3"},
+            "needs video",
+        ),
         ({"CLIP_THUMBNAIL_AT": "1"}, "without CLIP_THUMBNAIL_FORMAT"),
         ({"CLIP_THUMBNAIL_FORMAT": "jpeg", "CLIP_THUMBNAIL_AT": "2"}, "inside the clip"),
         ({"CLIP_THUMBNAIL_FORMAT": "jpeg", "CLIP_OUTPUT_FORMAT": "mp3"}, "needs video"),
@@ -189,3 +203,30 @@ def test_loudnorm_figures_and_layout_are_parsed() -> None:
     assert "measured_I=-27.61" in chain and "linear=true" in chain
     assert chain.endswith("aformat=channel_layouts=5.1\\\\\\(side\\\\\\)")
     assert loudness.audio_filter(options.Loudness(), None) == "aresample=48000"
+
+
+def test_watermark_option_and_its_overlay_graph() -> None:
+    from clip_worker import watermark
+
+    cfg = _cfg(CLIP_WATERMARK_URL="https://e.test/w.png", CLIP_WATERMARK_POSITION="top-left")
+    mark = cfg.watermark
+    assert mark == options.Watermark("https://e.test/w.png", "top-left", 0.8, 0.2)
+    assert cfg.filtered
+    graph = watermark.overlay_graph(mark, 640, "base", "1:v", "v")
+    assert "scale=128:-2" in graph and "aa=0.8" in graph and "overlay=x=19:y=19" in graph
+    corner = replace(mark, position="bottom-right")
+    graph = watermark.overlay_graph(corner, 1080, "base", "1:v", "v")
+    assert "x=main_w-overlay_w-32:y=main_h-overlay_h-32" in graph
+
+
+@pytest.mark.parametrize(
+    ("head", "kind"),
+    [(b"\x89PNG\r\n\x1a\n....", "png_pipe"), (b"\xff\xd8\xff\xe0", "jpeg_pipe"),
+     (b"RIFF\x00\x00\x00\x00WEBPVP8 ", "webp_pipe"), (b"#EXTM3U\n", None),
+     (b"<html>", None)],
+)  # fmt: skip
+def test_watermark_kind_comes_from_its_first_bytes(head: bytes, kind: str | None) -> None:
+    from clip_worker import watermark
+
+    found = watermark._kind(head)
+    assert (found[0] if found else None) == kind
