@@ -79,7 +79,7 @@ def _finished(
 ) -> Plan:
     """A finished ClipJob: keep its URL fresh until its end of life, then delete it."""
     eol = end_of_life(cj, settings, now)
-    if eol is not None and now >= eol and notification_settled(cj, settings):
+    if eol is not None and now >= eol and notification_settled(cj, settings, now):
         return expired(cj, eol)
     if phase == Phase.SUCCEEDED.value:
         plan = keep_url(cj, facts, now, settings)

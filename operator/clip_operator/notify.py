@@ -123,7 +123,7 @@ def shown_url(url: str) -> str:
         return "(unparseable URL)"
 
 
-def notification_settled(cj: dict[str, Any], settings: Settings) -> bool:
+def notification_settled(cj: dict[str, Any], settings: Settings, now: datetime) -> bool:
     """True when nothing (more) is to be sent for this ClipJob's current phase."""
     status = cj.get("status") or {}
     phase = status.get("phase")
@@ -132,7 +132,14 @@ def notification_settled(cj: dict[str, Any], settings: Settings) -> bool:
     if target_of(cj, None) is None and not settings.notify_url:
         return True
     current = status.get("notification") or {}
-    return current.get("phase") == phase and current.get("reason") in FINAL_REASONS
+    if current.get("phase") == phase:
+        return current.get("reason") in FINAL_REASONS
+    # Nothing tried yet, and it finished before the retry window: a webhook configured
+    # later (or an operator upgraded to one that notifies) does not announce the whole
+    # history at once, and a URL that never got signed does not hold the ClipJob forever.
+    finished = parse_time(status.get("completionTime"))
+    age = (now - finished).total_seconds() if finished is not None else 0.0
+    return age > settings.notify_retry_seconds + STALE_GRACE
 
 
 def _ready(status: dict[str, Any]) -> bool:
@@ -150,17 +157,11 @@ def notify_step(
         return plan  # status first (a URL to place): the notification carries it
     status = cj.get("status") or {}
     phase = status.get("phase")
-    if notification_settled(cj, settings):
+    if notification_settled(cj, settings, now):
         return plan
     if phase == "Succeeded" and settings.url_policy != "None" and not _ready(status):
         return plan  # the URL is not signed yet: notify once it is
     current = status.get("notification") or {}
-    finished = parse_time(status.get("completionTime"))
-    age = (now - finished).total_seconds() if finished is not None else 0.0
-    if current.get("phase") != phase and age > settings.notify_retry_seconds + STALE_GRACE:
-        # Finished before the retry window: a webhook configured later (or an operator
-        # upgraded to one that notifies) does not announce the whole history at once.
-        return plan
     out: Delivery | None = facts.notification
     if out is None or out.phase != phase:
         plan.need = Need.NOTIFY

@@ -264,3 +264,18 @@ def test_a_later_record_clears_what_an_earlier_one_said() -> None:
     gave_up = Delivery("Failed", "GaveUp", "connection refused; gave up", 4, "2026-11-30T12:10:00Z")
     assert retrying.to_status()["responseCode"] == 500
     assert gave_up.to_status()["responseCode"] is None  # not the 500 of the first attempt
+
+
+def test_time_to_live_waits_for_the_notification_but_not_forever() -> None:
+    from clip_operator.plan import Act
+
+    cj = finished("Failed")
+    cj["spec"]["ttlSecondsAfterFinished"] = 10  # finished 30 s ago: past its end of life
+    plan = decide(cj, None, None, Facts(), NOW, S)
+    assert plan.need == Need.NOTIFY and Act.DELETE_CLIPJOB not in plan.actions
+    cj["status"]["notification"] = {"phase": "Failed", "reason": "Delivered", "delivered": True}
+    assert Act.DELETE_CLIPJOB in decide(cj, None, None, Facts(), NOW, S).actions
+    # Never tried and long finished (an operator down for hours): deleted, nothing sent.
+    old = finished("Failed", completionTime="2026-11-30T10:00:00Z")
+    old["spec"]["ttlSecondsAfterFinished"] = 10
+    assert Act.DELETE_CLIPJOB in decide(old, None, None, Facts(), NOW, S).actions
