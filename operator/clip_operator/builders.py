@@ -110,7 +110,9 @@ def thumbnail_key(clip_key: str, spec: ClipJobSpec) -> str | None:
 def _media_env(spec: ClipJobSpec) -> list[tuple[str, str | None]]:
     """Issue 16's options (captions, crop, loudness): only the variables of those set."""
     env: list[tuple[str, str | None]] = []
-    captions, crop, loud = spec.captions, spec.output.crop, spec.output.loudness
+    captions, crop, loud, mark = (
+        spec.captions, spec.output.crop, spec.output.loudness, spec.watermark
+    )  # fmt: skip
     if captions:
         env += [
             ("CLIP_CAPTION_TOP", captions.top),
@@ -119,6 +121,13 @@ def _media_env(spec: ClipJobSpec) -> list[tuple[str, str | None]]:
         ]
     if crop:
         env += [("CLIP_CROP_ASPECT", crop.aspect), ("CLIP_CROP_POSITION", f"{crop.position:g}")]
+    if mark:
+        env += [
+            ("CLIP_WATERMARK_URL", mark.url),
+            ("CLIP_WATERMARK_POSITION", mark.position),
+            ("CLIP_WATERMARK_OPACITY", f"{mark.opacity:g}"),
+            ("CLIP_WATERMARK_WIDTH", f"{mark.width:g}"),
+        ]
     if loud:
         env += [
             ("CLIP_LOUDNESS_TARGET", f"{loud.target_lufs:g}"),

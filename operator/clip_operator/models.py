@@ -108,6 +108,21 @@ class Output(_Model):
         return self
 
 
+class Watermark(_Model):
+    url: str = Field(max_length=2048)
+    position: Literal["top-left", "top-right", "bottom-left", "bottom-right"] = "bottom-right"
+    opacity: float = Field(default=0.8, ge=0, le=1)
+    width: float = Field(default=0.2, ge=0.02, le=1)
+
+    @field_validator("url")
+    @classmethod
+    def _http_only(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"watermark.url must be an http(s) URL with a host, got {value!r}")
+        return value
+
+
 class Thumbnail(_Model):
     format: Literal["jpeg", "webp"] = "jpeg"
     at_seconds: float = Field(default=0.0, ge=0, le=MAX_CLIP_SECONDS)
@@ -174,6 +189,7 @@ class ClipJobSpec(_Model):
     output: Output = Output()
     captions: Captions | None = None
     thumbnail: Thumbnail | None = None
+    watermark: Watermark | None = None
     storage: Storage | None = None
     url_expires_seconds: int | None = Field(default=None, ge=60, le=MAX_URL_EXPIRES_SECONDS)
     deadline_seconds: int | None = Field(default=None, ge=30, le=86400)
@@ -194,6 +210,8 @@ class ClipJobSpec(_Model):
     def _captions_need_video(self) -> ClipJobSpec:
         if self.captions and self.output.format == OutputFormat.MP3:
             raise ValueError("captions need video; output format mp3 has none")
+        if self.watermark and self.output.format == OutputFormat.MP3:
+            raise ValueError("watermark needs video; output format mp3 has none")
         if self.thumbnail and self.output.format == OutputFormat.MP3:
             raise ValueError("thumbnail needs video; output format mp3 has none")
         if self.thumbnail and self.thumbnail.at_seconds >= self.duration_seconds:

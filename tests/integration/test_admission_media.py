@@ -71,6 +71,17 @@ def test_explain_covers_the_media_options(kube: Any) -> None:
 
 
 THUMBNAIL_INVALID = [
+    ("mark-scheme", {"watermark": {"url": "file:///etc/passwd"}}, "spec.watermark.url",
+     "http:// or https://"),
+    ("mark-no-url", {"watermark": {"opacity": 0.5}}, "spec.watermark.url", "Required value"),
+    ("mark-corner", {"watermark": {"url": "https://e.test/w.png", "position": "centre"}},
+     "spec.watermark.position", "Unsupported value"),
+    ("mark-opacity", {"watermark": {"url": "https://e.test/w.png", "opacity": 1.5}},
+     "spec.watermark.opacity", "less than or equal to 1"),
+    ("mark-width", {"watermark": {"url": "https://e.test/w.png", "width": 0}},
+     "spec.watermark.width", "at least 0.02"),
+    ("mark-mp3", {"watermark": {"url": "https://e.test/w.png"}, "output": {"format": "mp3"}},
+     "spec.watermark", "needs video"),
     ("thumb-format", {"thumbnail": {"format": "png"}}, "spec.thumbnail.format",
      "Unsupported value"),
     ("thumb-negative", {"thumbnail": {"atSeconds": -1}}, "spec.thumbnail.atSeconds",
@@ -85,7 +96,7 @@ THUMBNAIL_INVALID = [
 @pytest.mark.parametrize(
     ("name", "spec", "field", "text"), THUMBNAIL_INVALID, ids=[c[0] for c in THUMBNAIL_INVALID]
 )
-def test_bad_thumbnail_is_rejected_naming_the_field(
+def test_bad_thumbnail_or_watermark_is_rejected_naming_the_field(
     kube: Any, namespace: str, name: str, spec: dict[str, Any], field: str, text: str
 ) -> None:
     with pytest.raises(ApiException) as info:

@@ -34,6 +34,12 @@ def test_media_options_parse_with_defaults() -> None:
         ({"output": {"format": "gif", "loudness": {}}}, "loudness needs audio"),
         ({"output": {"loudness": {"targetLufs": -80}}}, "spec.output.loudness.targetLufs"),
         ({"thumbnail": {"format": "png"}}, "spec.thumbnail.format"),
+        ({"watermark": {"url": "ftp://e.test/w.png"}}, "watermark.url must be an http(s)"),
+        (
+            {"watermark": {"url": "https://e.test/w.png"}, "output": {"format": "mp3"}},
+            "watermark needs video",
+        ),
+        ({"watermark": {"url": "https://e.test/w.png", "opacity": 2}}, "spec.watermark.opacity"),
         ({"thumbnail": {"atSeconds": 10}}, "must be inside the clip, which lasts 10 s"),
         ({"thumbnail": {}, "output": {"format": "mp3"}}, "thumbnail needs video"),
     ],
