@@ -24,10 +24,11 @@ from tests.kubelet_sim import Kubelet
 LEASE = "clip-operator"
 LEASE_SECONDS = 15.0
 # A SIGKILLed leader renewed at most one retry period (2 s) before it died; the standby
-# takes the Lease one lease duration after it saw that renewal (read every 0.5 s), then
-# resyncs and reconciles. 15 s is the target; 16.5 s allows the standby's read interval,
-# its first reconcile and the timing of this loaded machine.
-KILL_BOUND = 16.5
+# takes the Lease one lease duration after it saw that renewal, which it reads every 0.5 s:
+# at most 15.5 s after the kill. Its first Job follows after a resync and a reconcile
+# (measured 1-2.5 s on this shared machine, behind the in-flight ClipJobs it re-checks).
+LEASE_BOUND = LEASE_SECONDS + 0.5
+JOB_BOUND = LEASE_BOUND + 5.0
 KILLS = 10
 LOAD = 60  # ClipJobs created at a steady rate while the leaders are killed
 
@@ -158,10 +159,12 @@ def test_ten_leader_kills_under_steady_load_lose_and_duplicate_nothing(
         f"probe ClipJob's Job after p50 {statistics.median(job_times):.1f} s, "
         f"max {max(job_times):.1f} s; lost {len(lost)}, duplicate Jobs {len(duplicates)}"
     )
-    print("takeover (s):", " ".join(f"{t:.1f}" for t in job_times))
+    print("Lease taken (s):", " ".join(f"{t:.1f}" for t in lease_times))
+    print("first Job (s):", " ".join(f"{t:.1f}" for t in job_times))
     assert not lost and not duplicates, (lost, duplicates)
     assert len(sc.expectations) == 1 + LOAD + KILLS
-    assert max(job_times) <= KILL_BOUND, job_times
+    assert max(lease_times) <= LEASE_BOUND, lease_times
+    assert max(job_times) <= JOB_BOUND, job_times
 
 
 def test_sigterm_releases_the_lease_and_the_standby_takes_over_at_once(
