@@ -63,6 +63,9 @@ def ref_of(body: dict[str, Any]) -> ClipJobRef:
 MIN_TTL_SECONDS_AFTER_FINISHED = 60
 
 
+LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
+
+
 def job_name(ref: ClipJobRef) -> str:
     """Deterministic, DNS-1123 and <= 63 chars: the same ClipJob always maps to one Job."""
     digest = hashlib.sha256(ref.uid.encode()).hexdigest()[:6]
@@ -193,6 +196,8 @@ def build_job(
         "app.kubernetes.io/name": "clip-worker",
         "app.kubernetes.io/component": "clip",
     }
+    if config.kueue_queue_name:  # Kueue admits (unsuspends) the Job when quota allows
+        labels[LABEL_KUEUE_QUEUE] = config.kueue_queue_name
     deadline = spec.deadline_seconds or config.default_deadline_seconds
     retries = spec.retries if spec.retries is not None else config.default_retries
     container = {
@@ -234,6 +239,7 @@ def build_job(
             "ownerReferences": [owner_reference(ref)],
         },
         "spec": {
+            **({"suspend": True} if config.kueue_queue_name else {}),
             "backoffLimit": retries,
             "activeDeadlineSeconds": deadline,
             "ttlSecondsAfterFinished": max(

@@ -49,10 +49,16 @@ class OperatorConfig(BaseModel):
     )
     in_flight_limit: int = Field(default=10, ge=0, description="Jobs running at once; 0 = no limit")
     dedupe: str = Field(
-        default="Namespace",
+        default="Off",
         pattern="^(Off|Namespace|Cluster)$",
         description="Identical ClipJobs reuse one clip: within a namespace (Namespace), "
         "across namespaces storing into the same bucket (Cluster), or never (Off)",
+    )
+    kueue_queue_name: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$",
+        description="Kueue LocalQueue for the Jobs: created suspended with the "
+        "kueue.x-k8s.io/queue-name label; the operator's own in-flight limits step aside",
     )
     namespace_in_flight_limit: int = Field(
         default=0,

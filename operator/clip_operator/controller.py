@@ -69,11 +69,12 @@ class Controller(FactFinder):
         self.clock, self.wall = clock, wall
         self.cache = Cache(clock=clock)
         self.queue = WorkQueue(clock=clock)
+        kueue = bool(config.kueue_queue_name)  # Kueue decides who runs: no limits of ours
         self.admission = Admission(
-            config.in_flight_limit,
+            0 if kueue else config.in_flight_limit,
             clock,
-            namespace_limit=config.namespace_in_flight_limit,
-            namespace_limits=config.namespace_limits(),
+            namespace_limit=0 if kueue else config.namespace_in_flight_limit,
+            namespace_limits={} if kueue else config.namespace_limits(),
         )
         self.events = EventPoster(kube)
         self.s3ops = S3Ops(self.queue.add)
@@ -201,6 +202,8 @@ class Controller(FactFinder):
                 facts.twin = self._twin(cj)
             elif plan.need == Need.OBJECT_USERS:
                 facts.object_users = self._object_users(cj, ref)
+            elif plan.need == Need.KUEUE:
+                facts.kueue = await self.kube.kueue_reason(ref.namespace, job or {})
             elif plan.need == Need.LOOKUP_JOB:
                 job = await self._lookup_job(cj, ref, facts)
             elif plan.need == Need.JOB_HISTORY:

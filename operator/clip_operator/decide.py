@@ -37,6 +37,16 @@ from .status import (
 TWIN_CHECK_EVERY = 30.0  # the twin's end wakes its waiters; this is the safety net
 
 
+KUEUE_CHECK_EVERY = 30.0  # Kueue's reason lives on its Workload, which we do not watch
+
+
+def _suspended(job: dict[str, Any]) -> bool:
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Suspended" and cond.get("status") == "True":
+            return True
+    return False
+
+
 def decide(
     cj: dict[str, Any],
     job: dict[str, Any] | None,
@@ -265,6 +275,14 @@ def _with_job(
             settings,
         )
     reason, message = obs.reason, obs.message
+    if _suspended(job) and obs.phase == Phase.QUEUED:
+        if facts.kueue is None:
+            return Plan(need=Need.KUEUE)
+        reason = "WaitingForKueue"
+        message = "the Job waits for Kueue to admit it" + (
+            f": {facts.kueue}" if facts.kueue else ""
+        )
+        requeue = KUEUE_CHECK_EVERY
     if active_not_ready and pods is not None:
         waiting = pod_waiting(pods)
         if waiting:

@@ -107,6 +107,29 @@ class Kube:
             if exc.status not in (404, 409):
                 raise
 
+    async def kueue_reason(self, namespace: str, job: dict[str, Any]) -> str:
+        """Why Kueue has not admitted a suspended Job: its Workload's QuotaReserved or
+        Admitted condition message ("" when there is none, no Kueue, or no right to look)."""
+        uid = (job.get("metadata") or {}).get("uid")
+        if not uid:
+            return ""
+        path = f"/apis/kueue.x-k8s.io/v1beta1/namespaces/{namespace}/workloads"
+        try:
+            found = await self._call(
+                "GET", path, query=[("labelSelector", f"kueue.x-k8s.io/job-uid={uid}")]
+            )
+        except ApiException:
+            return ""
+        for workload in found.get("items") or []:
+            conds = {
+                c.get("type"): c for c in (workload.get("status") or {}).get("conditions") or []
+            }
+            for kind in ("QuotaReserved", "Admitted"):
+                cond = conds.get(kind)
+                if cond and cond.get("status") == "False" and cond.get("message"):
+                    return str(cond["message"])[:1024]
+        return ""
+
     def list_jobs_sync(
         self,
         label_selector: str,

@@ -25,6 +25,7 @@ class Need(StrEnum):
     NOTIFY = "notify"  # deliver the webhook of a finished ClipJob (in the background)
     TWIN = "twin"  # is an identical, older ClipJob making this clip right now? (dedupe)
     OBJECT_USERS = "object-users"  # which other ClipJobs use this clip? (before deleting it)
+    KUEUE = "kueue"  # why Kueue has not admitted the suspended Job (its Workload)
 
 
 class Act(StrEnum):
@@ -57,6 +58,7 @@ class Facts:
     notification: Delivery | None = None  # NOTIFY answer: delivered, retrying, or why not
     twin: str | None = None  # TWIN answer: the older identical ClipJob's name ("" = none)
     object_users: list[str] | None = None  # OBJECT_USERS answer: names of other users
+    kueue: str | None = None  # KUEUE answer: Kueue's words ("" = none found)
 
 
 @dataclass
@@ -84,4 +86,4 @@ class Settings:
     notify_retry_seconds: float = 600.0  # how long after finishing a webhook is (re)tried
     clipjob_ttl_seconds: int = 0  # default ttlSecondsAfterFinished; 0 = keep
     url_refresh_horizon_seconds: int = 7 * 86400  # 0 = refresh forever
-    dedupe: str = "Off"  # Off | Namespace | Cluster (dedupe.py; the operator default is Namespace)
+    dedupe: str = "Off"  # Off | Namespace | Cluster (dedupe.py)

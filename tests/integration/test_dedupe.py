@@ -68,6 +68,7 @@ def test_identical_clipjobs_share_one_clip_and_one_job(
         s3_bucket=s3_bucket,
         s3_endpoint=s3_server.endpoint,
         namespaces=[namespace, other_namespace],
+        dedupe="Namespace",
         env={
             "AWS_ACCESS_KEY_ID": s3_server.access_key,
             "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
@@ -109,7 +110,7 @@ def test_identical_clipjobs_share_one_clip_and_one_job(
 def test_a_twin_in_flight_is_waited_for_not_made_twice(
     kube: Any, namespace: str, operator_factory: Any, s3_server: Any, s3_bucket: str
 ) -> None:
-    start_with_s3(operator_factory, s3_server, s3_bucket)
+    start_with_s3(operator_factory, s3_server, s3_bucket, dedupe="Namespace")
     spec = {"end": "1:05", "output": {"maxHeight": 360}}
     create(kube, namespace, manifest("maker", **spec))
     job_for(kube, namespace, "maker")
@@ -134,7 +135,7 @@ def test_a_twin_in_flight_is_waited_for_not_made_twice(
 def test_the_twin_failing_hands_the_work_to_its_waiter(
     kube: Any, namespace: str, operator_factory: Any, s3_server: Any, s3_bucket: str
 ) -> None:
-    start_with_s3(operator_factory, s3_server, s3_bucket)
+    start_with_s3(operator_factory, s3_server, s3_bucket, dedupe="Namespace")
     spec = {"end": "1:03"}
     create(kube, namespace, manifest("doomed", retries=0, **spec))
     job = job_for(kube, namespace, "doomed")

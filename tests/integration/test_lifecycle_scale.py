@@ -182,3 +182,32 @@ def test_the_operator_default_ttl_removes_failed_clipjobs_and_spares_others(
     wait_for("failed ClipJob expired", lambda: gone(kube, namespace, "broken"), timeout=60)
     assert get(kube, namespace, "kept")["status"]["phase"] == "Failed"
     assert [e for e in events_for(kube, namespace, "broken") if e.reason == "Expired"]
+
+
+def test_with_kueue_jobs_are_created_suspended_and_run_when_admitted(
+    kube: Any, namespace: str, operator_factory: Any
+) -> None:
+    operator_factory(kueue_queue_name="clips", in_flight_limit=1)
+    for n in range(3):
+        create(kube, namespace, manifest(f"k{n}"))
+    # Our own limit (1) steps aside: Kueue decides, so every ClipJob has its Job at once.
+    jobs = wait_for("three suspended Jobs", lambda: len(clip_jobs_of(kube, namespace)) == 3)
+    assert jobs
+    for job in clip_jobs_of(kube, namespace):
+        assert job.spec.suspend is True
+        assert job.metadata.labels["kueue.x-k8s.io/queue-name"] == "clips"
+    wait_for(
+        "ClipJobs say they wait for Kueue",
+        lambda: all(
+            (get(kube, namespace, f"k{n}").get("status") or {}).get("reason") == "WaitingForKueue"
+            for n in range(3)
+        ),
+    )
+    assert not kube.core.list_namespaced_pod(namespace).items  # suspended: no Pods
+    # Kueue admits one Job by unsuspending it; the Job controller makes its Pod.
+    first = job_for(kube, namespace, "k0")
+    kube.batch.patch_namespaced_job(first.metadata.name, namespace, {"spec": {"suspend": False}})
+    pod = wait_for_pod(kube, namespace, first.metadata.name)
+    run_pod(kube, pod, 0, success_message(pod))
+    wait_phase(kube, namespace, "k0", "Succeeded")
+    assert (get(kube, namespace, "k1").get("status") or {}).get("reason") == "WaitingForKueue"

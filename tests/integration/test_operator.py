@@ -51,11 +51,12 @@ def job_for(kube: Any, namespace: str, name: str, timeout: float = 30) -> Any:
     return wait_for(f"Job of {name}", check, timeout)
 
 
-def start_with_s3(operator_factory: Any, s3_server: Any, s3_bucket: str) -> Any:
+def start_with_s3(operator_factory: Any, s3_server: Any, s3_bucket: str, **settings: Any) -> Any:
     """The operator with the real S3 server as its default store and credentials."""
     return operator_factory(
         s3_bucket=s3_bucket,
         s3_endpoint=s3_server.endpoint,
+        **settings,
         env={
             "AWS_ACCESS_KEY_ID": s3_server.access_key,
             "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,

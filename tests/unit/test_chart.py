@@ -254,6 +254,7 @@ def test_every_operator_setting_maps_to_its_environment_variable() -> None:
     assert config.namespace_in_flight_limit == 4
     assert config.namespace_limits() == {"media": 8, "media-staging": 1}
     assert config.clipjob_ttl_seconds_after_finished == 86400
+    assert config.kueue_queue_name == "clips" and config.dedupe == "Namespace"
     assert (config.job_cpu_request, config.job_cpu_limit) == ("1", "4")
     assert (config.job_memory_request, config.job_memory_limit) == ("512Mi", "2Gi")
     assert config.job_scratch_size == "10Gi"

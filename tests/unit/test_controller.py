@@ -118,11 +118,11 @@ def clipjob(name: str, ns: str, minute: int, **status: Any) -> dict[str, Any]:
     }
 
 
-def make(limit: int = 1) -> tuple[Controller, FakeKube, FakePresigner]:
+def make(limit: int = 1, **settings: str) -> tuple[Controller, FakeKube, FakePresigner]:
     kube, presigner = FakeKube(), FakePresigner()
-    config = load_config(
-        {"CLIP_OPERATOR_IN_FLIGHT_LIMIT": str(limit), "CLIP_OPERATOR_S3_BUCKET": "b"}
-    )
+    env = {"CLIP_OPERATOR_IN_FLIGHT_LIMIT": str(limit), "CLIP_OPERATOR_S3_BUCKET": "b"}
+    env.update({f"CLIP_OPERATOR_{k.upper()}": v for k, v in settings.items()})
+    config = load_config(env)
     return Controller(kube, config, presigner), kube, presigner  # type: ignore[arg-type]
 
 

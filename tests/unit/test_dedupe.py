@@ -43,7 +43,7 @@ def test_namespaces_are_apart_unless_the_scope_is_cluster() -> None:
 
 def test_an_identical_twin_waits_then_succeeds_from_the_first_clip_without_a_job() -> None:
     async def main() -> None:
-        ctl, kube, presigner = make(limit=5)
+        ctl, kube, presigner = make(limit=5, dedupe="Namespace")
         ctl.clipjob_event("ADDED", clipjob("first", "ns", 0))
         await drain(ctl)
         ctl.clipjob_event("ADDED", clipjob("twin", "ns", 1))

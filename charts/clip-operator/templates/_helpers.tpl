@@ -98,6 +98,12 @@ Roles, never in the ClusterRole.
 - apiGroups: [mememaker.io]
   resources: [clipjobs/status]
   verbs: [patch]
+{{- if $v.operator.kueueQueueName }}
+# Kueue: read why a suspended Job's Workload is not admitted (shown in the ClipJob's status).
+- apiGroups: [kueue.x-k8s.io]
+  resources: [workloads]
+  verbs: [list]
+{{- end }}
 # Jobs carry blockOwnerDeletion on their ClipJob owner reference; clusters that enable the
 # OwnerReferencesPermissionEnforcement admission plugin require this to set it.
 - apiGroups: [mememaker.io]
