@@ -75,6 +75,7 @@ def main() -> None:
     env.update(
         KUBECONFIG=kubeconfig,
         CLIP_OPERATOR_S3_BUCKET="bench",
+        CLIP_OPERATOR_DEDUPE="Namespace",
         CLIP_OPERATOR_S3_ENDPOINT=endpoint,
         AWS_ACCESS_KEY_ID=DEFAULT_ACCESS_KEY,
         AWS_SECRET_ACCESS_KEY=DEFAULT_SECRET_KEY,
