@@ -56,7 +56,26 @@ def check_allowed(endpoint: str, allowed: list[str], default: str | None) -> Non
         )
 
 
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
 def _forbidden(addr: str, private_ok: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    """Refused: the address itself, or the IPv4 inside a NAT64, 6to4 or Teredo address
+    (2002:a9fe:a9fe::1 reaches 169.254.169.254 through a 6to4 relay)."""
+    if _forbidden_one(addr, private_ok):
+        return True
+    ip = ipaddress.ip_address(addr.split("%", 1)[0])
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return False
+    inner = [ip.sixtofour, ip.teredo[1] if ip.teredo else None]
+    if ip in NAT64:
+        inner.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return any(v4 is not None and _forbidden_one(str(v4), private_ok) for v4 in inner)
+
+
+def _forbidden_one(
+    addr: str, private_ok: list[ipaddress.IPv4Network | ipaddress.IPv6Network]
+) -> bool:
     ip = ipaddress.ip_address(addr.split("%", 1)[0])
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped

@@ -97,20 +97,9 @@ def allowed_rules(entries: list[str]) -> tuple[set[str], list[Network]]:
     return hosts, nets
 
 
-NAT64 = ipaddress.ip_network("64:ff9b::/96")
-
-
 def _refused(addr: str, private_ok: list[Network]) -> bool:
-    """endpoints.py's check, also on the IPv4 inside a NAT64, 6to4 or Teredo address."""
-    if _forbidden(addr, private_ok):
-        return True
-    ip = ipaddress.ip_address(addr.split("%", 1)[0])
-    if not isinstance(ip, ipaddress.IPv6Address):
-        return False
-    inner = [ip.sixtofour, ip.teredo[1] if ip.teredo else None]
-    if ip in NAT64:
-        inner.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
-    return any(v4 is not None and _forbidden(str(v4), private_ok) for v4 in inner)
+    """endpoints.py's check (the IPv4 inside NAT64, 6to4 and Teredo addresses included)."""
+    return _forbidden(addr, private_ok)
 
 
 async def checked_addresses(
