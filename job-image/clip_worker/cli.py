@@ -15,9 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
-from clip_worker import config, probe, process, thumbnail, verify, watermark
+from clip_worker import config, probe, process, subtitles, thumbnail, verify, watermark
 from clip_worker.cut import CONTENT_TYPES, CutResult, cut
 from clip_worker.fetch import ContainerMismatch, download, upstream_failure
+from clip_worker.options import Subtitles
 from clip_worker.proxy import EgressProxy
 from clip_worker.resolve import Source, resolve
 from clip_worker.result import (
@@ -125,6 +126,26 @@ def _segment(cfg: config.Config, path: str, duration: float | None) -> probe.Seg
         ) from None
 
 
+def _subtitle_url(wanted: Subtitles, source: Source) -> str:
+    """The subtitle file: the URL given, or the source's own track in the language."""
+    if wanted.url:
+        return wanted.url
+    tracks = source.subtitles
+    language = wanted.language or ""
+    match = tracks.get(language) or next(
+        (url for lang, url in tracks.items() if lang.lower().split("-")[0] == language.lower()),
+        None,
+    )
+    if not match:
+        have = ", ".join(sorted(tracks)[:20]) or "none"
+        raise WorkerError(
+            Reason.INVALID_INPUT,
+            f"the source has no subtitles in {language!r} (it has: {have}); pick one of "
+            "those or give a WebVTT/SRT URL",
+        )
+    return match
+
+
 def run_clip(cfg: config.Config, work: str) -> dict[str, Any]:
     """Do the whole job in `work`; return the success result object."""
     clock = _Clock()
@@ -150,6 +171,14 @@ def run_clip(cfg: config.Config, work: str) -> dict[str, Any]:
                 image = watermark.fetch(cfg.watermark, proxy.url, cfg.network_timeout, work)
             finally:
                 _refused(proxy)
+        cues: list[subtitles.Cue] = []
+        if cfg.subtitles:
+            try:
+                track = _subtitle_url(cfg.subtitles, source)
+                cues = subtitles.fetch(track, proxy.url, cfg.network_timeout)
+            finally:
+                _refused(proxy)
+            cues = subtitles.in_clip(cues, cfg.start, cfg.end)
         # Not earlier: importing boto3 would compete with yt-dlp for the GIL.
         s3_client = _BACKGROUND.submit(make_client, cfg)
         made: CutResult | None = None
@@ -170,7 +199,7 @@ def run_clip(cfg: config.Config, work: str) -> dict[str, Any]:
     if made is None:
         # The segment's own timeline (see fetch.Fetched.shift).
         on_segment = replace(cfg, start=cfg.start + shift, end=cfg.end + shift)
-        made = cut(on_segment, _segment(cfg, path, duration), path, work, image)
+        made = cut(on_segment, _segment(cfg, path, duration), path, work, image, cues)
     size = _check_size(cfg, made.path)
     out = made.made.info
     log.info("cut %s: %d bytes, %s, %.3f s%s (%.2f s)", made.cut_path, size, cfg.output_format,

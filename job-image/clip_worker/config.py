@@ -63,11 +63,14 @@ class Config:
     loudness: options.Loudness | None = None
     thumbnail: options.Thumbnail | None = None
     watermark: options.Watermark | None = None
+    subtitles: options.Subtitles | None = None
 
     @property
     def filtered(self) -> bool:
         """A filter touches every video frame: the clip is re-encoded, never copied."""
-        return any(x is not None for x in (self.captions, self.crop, self.watermark))
+        return any(
+            x is not None for x in (self.captions, self.crop, self.watermark, self.subtitles)
+        )
 
     @property
     def duration(self) -> float:
@@ -236,6 +239,9 @@ def load(env: Mapping[str, str]) -> Config:
         raise _invalid("loudness needs audio: output format gif has none")
     thumbnail = options.thumbnail(env, _required(env, "CLIP_S3_KEY"), end - start)
     watermark = options.watermark(env)
+    subtitles = options.subtitles(env)
+    if subtitles and fmt == "mp3":
+        raise _invalid("subtitles need video: output format mp3 has none")
     if watermark and fmt == "mp3":
         raise _invalid("a watermark needs video: output format mp3 has none")
     if thumbnail and fmt == "mp3":
@@ -281,4 +287,5 @@ def load(env: Mapping[str, str]) -> Config:
         loudness=loudness,
         thumbnail=thumbnail,
         watermark=watermark,
+        subtitles=subtitles,
     )

@@ -142,6 +142,7 @@ def reencode(
     frames: int | None = None,
     audio_filter: str | None = None,
     image: Image | None = None,
+    cues: filters.Cues = (),
 ) -> None:
     """Frame-exact: decode from the keyframe before start, encode [start, end), through
     the per-frame filters (crop, scale, captions, the watermark `image`) and the audio
@@ -156,7 +157,7 @@ def reencode(
     if fmt in ("gif", "mp3"):
         args += ["-t", f"{cfg.duration:.6f}"]
     if fmt == "gif":
-        args += ["-an", "-filter_complex", filters.gif_graph(cfg, info, work, mark)]
+        args += ["-an", "-filter_complex", filters.gif_graph(cfg, info, work, mark, cues)]
     elif fmt == "mp3":
         args += ["-vn", *(["-af", audio_filter] if audio_filter else []), *_audio_codec_args(cfg)]
     else:
@@ -173,7 +174,12 @@ def reencode(
         args += ["-t", f"{cfg.duration:.6f}"]
         height = _scale_height(cfg, info)
         if cfg.filtered:
-            args += ["-filter_complex", filters.video_graph(cfg, info, work, mark), "-map", "[v]"]
+            args += [
+                "-filter_complex",
+                filters.video_graph(cfg, info, work, mark, cues),
+                "-map",
+                "[v]",
+            ]
         else:
             args += ["-map", "0:v:0", *(["-vf", f"scale=-2:{height}"] if height else [])]
         args += [*audio, "-fps_mode", "passthrough", "-enc_time_base", "-1"]
@@ -361,7 +367,12 @@ def _paths(cfg: Config, info: probe.StreamInfo) -> list[str]:
 
 
 def cut(
-    cfg: Config, seg: probe.Segment, segment: str, work_dir: str, image: Image | None = None
+    cfg: Config,
+    seg: probe.Segment,
+    segment: str,
+    work_dir: str,
+    image: Image | None = None,
+    cues: filters.Cues = (),
 ) -> CutResult:
     """Make the clip file from the downloaded segment and check it; the first path whose
     clip passes the output check wins."""
@@ -395,7 +406,7 @@ def cut(
                     continue  # no whole GOP inside the clip: nothing to copy
             else:
                 frames = win.frames if fmt != "gif" else None
-                reencode(cfg, info, segment, out, frames, audio_filter, image)
+                reencode(cfg, info, segment, out, frames, audio_filter, image, cues)
             if os.path.getsize(out) > cfg.max_output_bytes:
                 raise WorkerError(
                     Reason.OUTPUT_TOO_LARGE,

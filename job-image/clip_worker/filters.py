@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from clip_worker import overlay, probe, watermark
+from clip_worker import overlay, probe, subtitles, watermark
 from clip_worker.config import Config
 from clip_worker.options import Crop
 from clip_worker.result import Reason, WorkerError
 
+Cues = tuple[subtitles.Cue, ...] | list[subtitles.Cue]
 GIF_MAX_WIDTH = 480
 GIF_MAX_FPS = 15
 _MIN_SIDE = 16
@@ -80,7 +81,15 @@ def _geometry_of(cfg: Config, info: probe.StreamInfo) -> Geometry:
     return geometry(cfg, info.width, info.height)
 
 
-def video_chain(cfg: Config, info: probe.StreamInfo, work_dir: str) -> list[str]:
+def _caption_room(cfg: Config, width: int, height: int) -> float:
+    """Pixels a bottom caption takes (subtitles go above it)."""
+    if not cfg.captions or not cfg.captions.bottom:
+        return 0.0
+    text = cfg.captions.bottom.upper() if cfg.captions.upper_case else cfg.captions.bottom
+    return overlay.layout(text, width, height).height + height * overlay.MARGIN
+
+
+def video_chain(cfg: Config, info: probe.StreamInfo, work_dir: str, cues: Cues = ()) -> list[str]:
     """The per-frame filters (crop, scale, captions) for the source's frames, in order."""
     geo = _geometry_of(cfg, info)
     chain: list[str] = []
@@ -92,6 +101,11 @@ def video_chain(cfg: Config, info: probe.StreamInfo, work_dir: str) -> list[str]
         chain.append(f"scale={geo.out_width}:{geo.out_height}:flags=lanczos")
     if cfg.captions:
         chain += overlay.drawtext_filters(cfg.captions, geo.out_width, geo.out_height, work_dir)
+    if cues:
+        above = _caption_room(cfg, geo.out_width, geo.out_height)
+        chain += subtitles.drawtext_filters(
+            list(cues), geo.out_width, geo.out_height, work_dir, above
+        )
     return chain
 
 
@@ -103,20 +117,28 @@ def _graph(cfg: Config, chain: list[str], out_width: int, mark: int | None, out:
     return f"[0:v]{body}[base];{overlay}"
 
 
-def video_graph(cfg: Config, info: probe.StreamInfo, work_dir: str, mark: int | None) -> str:
+def video_graph(
+    cfg: Config, info: probe.StreamInfo, work_dir: str, mark: int | None, cues: Cues = ()
+) -> str:
     """-filter_complex text: [0:v] through the per-frame filters, then the watermark
     (input `mark`) on top, to the label [v]."""
     geo = _geometry_of(cfg, info)
-    return _graph(cfg, video_chain(cfg, info, work_dir), geo.out_width, mark, "v")
+    return _graph(cfg, video_chain(cfg, info, work_dir, cues), geo.out_width, mark, "v")
 
 
-def gif_graph(cfg: Config, info: probe.StreamInfo, work_dir: str, mark: int | None = None) -> str:
+def gif_graph(
+    cfg: Config,
+    info: probe.StreamInfo,
+    work_dir: str,
+    mark: int | None = None,
+    cues: Cues = (),
+) -> str:
     """fps, the per-frame filters and the watermark (or the plain GIF scale), then a
     per-clip palette."""
     fps = min(GIF_MAX_FPS, round(info.frame_rate or GIF_MAX_FPS))
     if cfg.filtered:
         geo = _geometry_of(cfg, info)
-        chain = [f"fps={fps}", *video_chain(cfg, info, work_dir)]
+        chain = [f"fps={fps}", *video_chain(cfg, info, work_dir, cues)]
         head = _graph(cfg, chain, geo.out_width, mark, "frames") + ";[frames]"
     else:
         height = cfg.max_height or 10_000

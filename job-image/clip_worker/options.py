@@ -67,6 +67,35 @@ class Thumbnail:
         return THUMBNAIL_FORMATS[self.format][0]
 
 
+@dataclass(frozen=True)
+class Subtitles:
+    """Burned-in subtitles: a WebVTT/SRT URL, or the source's own in `language`."""
+
+    url: str | None = None
+    language: str | None = None
+
+
+_LANGUAGE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{1,8}){0,3}$")
+
+
+def subtitles(env: Mapping[str, str]) -> Subtitles | None:
+    """CLIP_SUBTITLES_URL (http(s) WebVTT or SRT) or CLIP_SUBTITLES_LANGUAGE (a language
+    code of the source's own subtitles, e.g. en, pt-BR), not both."""
+    url = env.get("CLIP_SUBTITLES_URL", "").strip() or None
+    language = env.get("CLIP_SUBTITLES_LANGUAGE", "").strip() or None
+    if url and language:
+        raise _invalid("CLIP_SUBTITLES_URL and CLIP_SUBTITLES_LANGUAGE exclude each other")
+    if url:
+        parts = urlsplit(url)
+        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+            raise _invalid("CLIP_SUBTITLES_URL must be an http(s) URL with a host")
+    if language and not _LANGUAGE.match(language):
+        raise _invalid(
+            f"CLIP_SUBTITLES_LANGUAGE must be a language code like en or pt-BR, got {language!r}"
+        )
+    return Subtitles(url, language) if url or language else None
+
+
 WATERMARK_POSITIONS = ("top-left", "top-right", "bottom-left", "bottom-right")
 
 

@@ -131,7 +131,8 @@ def option_value(value: str) -> str:
     return "".join(ch if ch in safe else "\\" + ch for ch in once)
 
 
-def _line_filter(block: Block, line_file: str, baseline: float) -> str:
+def line_filter(block: Block, line_file: str, baseline: float) -> str:
+    """One centred drawtext of the line in `line_file` with its baseline at `baseline`."""
     return (
         f"drawtext=fontfile={option_value(block.font.path)}"
         f":textfile={option_value(line_file)}:expansion=none"
@@ -161,5 +162,5 @@ def drawtext_filters(captions: Captions, width: int, height: int, work_dir: str)
             path = os.path.join(work_dir, f"caption-{where}-{index}.txt")
             with open(path, "w", encoding="utf-8") as handle:
                 handle.write(line)
-            filters.append(_line_filter(block, path, first + index * block.pitch))
+            filters.append(line_filter(block, path, first + index * block.pitch))
     return filters

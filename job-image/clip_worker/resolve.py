@@ -49,6 +49,28 @@ class Source:
     title: str | None
     extractor: str
     live: bool = False
+    subtitles: dict[str, str] = field(default_factory=dict)  # language -> WebVTT/SRT URL
+
+
+def _subtitle_urls(info: dict[str, Any]) -> dict[str, str]:
+    """The source's own subtitles (then automatic captions), WebVTT preferred over SRT."""
+    found: dict[str, str] = {}
+    for kind in ("automatic_captions", "subtitles"):  # the uploader's own win
+        tracks = info.get(kind)
+        if not isinstance(tracks, dict):
+            continue
+        for language, formats in tracks.items():
+            if not isinstance(formats, list):
+                continue
+            for ext in ("vtt", "srt"):
+                urls = [
+                    f.get("url") for f in formats if isinstance(f, dict) and f.get("ext") == ext
+                ]
+                url = next((u for u in urls if isinstance(u, str)), None)
+                if url:
+                    found[str(language)] = url
+                    break
+    return found
 
 
 def _status_error(status: int, url: str) -> WorkerError | None:
@@ -241,6 +263,7 @@ def extract(
         duration=float(duration) if isinstance(duration, int | float) and duration > 0 else None,
         title=info.get("title"),
         extractor=str(info.get("extractor_key") or info.get("extractor") or "unknown"),
+        subtitles=_subtitle_urls(info),
     )
 
 

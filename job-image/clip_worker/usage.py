@@ -51,6 +51,8 @@ media options (each makes the clip a re-encode where it touches every frame):
   CLIP_WATERMARK_POSITION       top-left | top-right | bottom-left | bottom-right (default)
   CLIP_WATERMARK_OPACITY        0 .. 1 (default 0.8)
   CLIP_WATERMARK_WIDTH          share of the output width, 0.02 .. 1 (default 0.2)
+  CLIP_SUBTITLES_URL            burn in a WebVTT/SRT file (http(s), through the egress guard)
+  CLIP_SUBTITLES_LANGUAGE       or the source's own subtitles in this language (yt-dlp), e.g. en
 
 legacy, standalone use without the operator (credentials in the Pod: not how Jobs run):
   CLIP_S3_ENDPOINT, CLIP_S3_REGION, CLIP_S3_ADDRESSING_STYLE, AWS_ACCESS_KEY_ID,

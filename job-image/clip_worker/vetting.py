@@ -140,6 +140,35 @@ def _fetch(
     return final, body
 
 
+def guarded_get(url: str, what: str, proxy_url: str, timeout: float, limit: int) -> bytes:
+    """GET `url` through the egress proxy (a media option's file: a watermark, subtitles);
+    at most `limit` + 1 bytes are read, so the caller can tell an oversized file."""
+    check_http(url, what)
+    request = urllib.request.Request(url, headers={"User-Agent": "clip-worker"})
+    try:
+        response: HTTPResponse
+        with guarded_opener(proxy_url).open(request, timeout=timeout) as response:
+            body: bytes = response.read(limit + 1)
+            return body
+    except Refused:
+        raise
+    except urllib.error.HTTPError as exc:
+        if exc.headers.get("X-Clip-Refused"):
+            raise Refused(f"the egress proxy refused {what} at {url}") from None
+        if exc.code in (404, 410):
+            raise WorkerError(Reason.SOURCE_NOT_FOUND, f"HTTP {exc.code} for {what}") from None
+        if exc.code in (401, 403, 451):
+            raise WorkerError(Reason.SOURCE_FORBIDDEN, f"HTTP {exc.code} for {what}") from None
+        raise WorkerError(Reason.NETWORK_ERROR, f"HTTP {exc.code} for {what}") from None
+    except TimeoutError:
+        raise WorkerError(Reason.TIMEOUT, f"reading {what} timed out") from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        if isinstance(reason, TimeoutError):
+            raise WorkerError(Reason.TIMEOUT, f"reading {what} timed out") from None
+        raise WorkerError(Reason.NETWORK_ERROR, f"reading {what} failed: {reason}") from None
+
+
 class _Pinner:
     """Vets and pins one source's playlists (depth and count bounded)."""
 

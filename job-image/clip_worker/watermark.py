@@ -13,15 +13,11 @@ from __future__ import annotations
 
 import logging
 import os
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
-from http.client import HTTPResponse
 
-from clip_worker.netguard import Refused
 from clip_worker.options import Watermark
 from clip_worker.result import Reason, WorkerError
-from clip_worker.vetting import check_http, guarded_opener
+from clip_worker.vetting import guarded_get
 
 log = logging.getLogger("clip_worker")
 
@@ -53,30 +49,8 @@ def _kind(head: bytes) -> tuple[str, str] | None:
 
 def fetch(mark: Watermark, proxy_url: str, timeout: float, work: str) -> Image:
     """GET the image through the egress proxy and keep it in scratch."""
-    check_http(mark.url, "the watermark URL")
-    request = urllib.request.Request(mark.url, headers={"User-Agent": "clip-worker"})
     what = "the watermark image"
-    try:
-        response: HTTPResponse
-        with guarded_opener(proxy_url).open(request, timeout=timeout) as response:
-            body = response.read(MAX_BYTES + 1)
-    except Refused:
-        raise
-    except urllib.error.HTTPError as exc:
-        if exc.headers.get("X-Clip-Refused"):
-            raise Refused(f"the egress proxy refused the watermark {mark.url}") from None
-        if exc.code in (404, 410):
-            raise WorkerError(Reason.SOURCE_NOT_FOUND, f"HTTP {exc.code} for {what}") from None
-        if exc.code in (401, 403, 451):
-            raise WorkerError(Reason.SOURCE_FORBIDDEN, f"HTTP {exc.code} for {what}") from None
-        raise WorkerError(Reason.NETWORK_ERROR, f"HTTP {exc.code} for {what}") from None
-    except TimeoutError:
-        raise WorkerError(Reason.TIMEOUT, f"reading {what} timed out") from None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        if isinstance(reason, TimeoutError):
-            raise WorkerError(Reason.TIMEOUT, f"reading {what} timed out") from None
-        raise WorkerError(Reason.NETWORK_ERROR, f"reading {what} failed: {reason}") from None
+    body = guarded_get(mark.url, what, proxy_url, timeout, MAX_BYTES)
     if len(body) > MAX_BYTES:
         raise WorkerError(Reason.INVALID_INPUT, f"{what} is over {MAX_BYTES} bytes")
     kind = _kind(body[:16])

@@ -39,6 +39,24 @@ def _h264(video: str, seconds: float, out: Path, volume: float = 1.0, then: str 
     )  # fmt: skip
 
 
+# Source times; the clip is 0.5-2.5 s: BEFORE ends first, HELLO shows at clip 0.5-1.1 s,
+# SECOND at clip 1.4-1.8 s (with hostile text), LATER starts after the clip.
+SUBTITLES = """WEBVTT
+
+00:00.000 --> 00:00.400
+BEFORE
+
+00:01.000 --> 00:01.600
+<i>HELLO</i> THERE
+
+00:01.900 --> 00:02.300
+SECOND 50%: %{pts}
+
+00:02.600 --> 00:04.000
+LATER
+"""
+
+
 @dataclass(frozen=True)
 class Sources:
     root: Path
@@ -56,11 +74,12 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sources]:
     root = tmp_path_factory.mktemp("media-options")
     _h264("testsrc2=size=640x360", 3, root / "land.mp4")
     _h264("testsrc2=size=1280x720", 2, root / "wide.mp4")
-    _h264("color=c=gray:size=640x360", 2, root / "marker.mp4",
+    _h264("color=c=gray:size=640x360", 3, root / "marker.mp4",
           then=f",drawbox=x={MARKER_X[0]}:y=0:w=40:h=360:c=red:t=fill")  # fmt: skip
     _h264("testsrc2=size=320x180", 3, root / "quiet.mp4", volume=0.05)
     _ffmpeg("-f", "lavfi", "-i", "color=c=blue:size=64x64", "-frames:v", "1", str(root / "wm.png"))
     (root / "not-an-image.png").write_text("<html>a page, not an image</html>")
+    (root / "subs.vtt").write_text(SUBTITLES, encoding="utf-8")
     server = MediaHTTPServer(root, "127.0.0.1", 0)
     server.start()
     try:
@@ -101,7 +120,7 @@ def _size(path: Path) -> tuple[int, int]:
     return int(stream["streams"][0]["width"]), int(stream["streams"][0]["height"])
 
 
-def _read(tesseract: str, frame: Path, region: str) -> str:
+def _read(tesseract: str, frame: Path, region: str, psm: str = "6") -> str:
     """OCR of the top or bottom 40 % of a frame: the white caption pixels (every channel
     above 200) as black on white, scaled up for small GIF/portrait type (tesseract cannot
     separate white text from the busy, bright test pattern by itself)."""
@@ -116,7 +135,7 @@ def _read(tesseract: str, frame: Path, region: str) -> str:
         out += line * scale
     part = frame.with_name(f"{frame.stem}-{region}.pgm")
     part.write_bytes(f"P5 {w * scale} {band * scale} 255\n".encode() + bytes(out))
-    done = subprocess.run([tesseract, str(part), "-", "--psm", "6"], capture_output=True,
+    done = subprocess.run([tesseract, str(part), "-", "--psm", psm], capture_output=True,
                           text=True, timeout=120, check=True)  # fmt: skip
     return done.stdout
 

@@ -230,3 +230,76 @@ def test_watermark_kind_comes_from_its_first_bytes(head: bytes, kind: str | None
 
     found = watermark._kind(head)
     assert (found[0] if found else None) == kind
+
+
+VTT = """\ufeffWEBVTT
+Kind: captions
+
+NOTE a comment --> not a cue
+
+1
+00:00:01.000 --> 00:00:01.600 align:start position:10%
+<v Roger><i>Hello</i> &amp; there</v>
+
+00:02.500 --> 00:03.000
+two
+lines\u0007
+
+00:05.000 --> 00:04.000
+backwards: dropped
+"""
+
+SRT = """1
+00:00:01,000 --> 00:00:02,500
+{\\an8}<b>top</b> 50%: a\\b %{pts}
+
+2
+01:00:00,000 --> 01:00:01,000
+an hour in
+"""
+
+
+def test_webvtt_cues_are_parsed_without_markup() -> None:
+    from clip_worker import subtitles
+
+    cues = subtitles.parse(VTT)
+    assert [(c.start, c.end, c.text) for c in cues] == [
+        (1.0, 1.6, "Hello & there"), (2.5, 3.0, "two\nlines")]  # fmt: skip
+
+
+def test_srt_cues_keep_percent_and_backslash_but_not_ass_tags() -> None:
+    from clip_worker import subtitles
+
+    cues = subtitles.parse(SRT)
+    assert cues[0].text == "top 50%: a\\b %{pts}" and cues[1].start == 3600.0
+
+
+def test_cues_are_cut_to_the_clip_and_shifted() -> None:
+    from clip_worker import subtitles
+
+    cues = subtitles.in_clip(subtitles.parse(VTT), 1.2, 2.8)
+    assert [(round(c.start, 3), round(c.end, 3)) for c in cues] == [(0.0, 0.4), (1.3, 1.6)]
+
+
+def test_a_file_without_cues_is_invalid_input() -> None:
+    from clip_worker import subtitles
+
+    with pytest.raises(WorkerError) as info:
+        subtitles.parse("<html>not subtitles</html>")
+    assert info.value.reason is Reason.INVALID_INPUT and "WebVTT or SRT" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("extra", "text"),
+    [
+        ({"CLIP_SUBTITLES_URL": "ftp://e.test/s.vtt"}, "must be an http(s) URL"),
+        ({"CLIP_SUBTITLES_LANGUAGE": "english please"}, "language code like en"),
+        ({"CLIP_SUBTITLES_URL": "https://e.test/s.vtt", "CLIP_SUBTITLES_LANGUAGE": "en"},
+         "exclude each other"),
+        ({"CLIP_SUBTITLES_LANGUAGE": "en", "CLIP_OUTPUT_FORMAT": "mp3"}, "need video"),
+    ],
+)  # fmt: skip
+def test_bad_subtitle_options(extra: dict[str, str], text: str) -> None:
+    with pytest.raises(WorkerError) as info:
+        _cfg(**extra)
+    assert text in info.value.message

@@ -1,0 +1,71 @@
+"""Subtitle burn-in on real decoded frames: a cue's text is on the frames inside it and on
+no frame outside it (OCR), through the egress guard, with hostile text drawn literally."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration import test_media_options as base
+from tests.integration.test_media_options import Sources, _fails, _frame, _make, _read
+from tests.plugins.media import run_worker, worker_env
+
+# The generated sources (with subs.vtt) and the OCR tool of the media-option tests.
+sources = base.sources
+ocr = base.ocr
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize("fmt", ["mp4", "gif"])
+def test_cues_show_inside_their_time_and_nowhere_else(
+    sources: Sources, ocr: str, s3_server: Any, s3_bucket: str, tmp_path: Path, fmt: str
+) -> None:
+    run, clip = _make(sources, s3_server, s3_bucket, tmp_path, "marker.mp4", fmt,
+                      CLIP_SUBTITLES_URL=sources.url("subs.vtt"))  # fmt: skip
+    assert run.result["cutPath"] == "reencode"
+    seen = {}
+    for at in (0.1, 0.3, 0.8, 1.05, 1.25, 1.6, 1.9):  # clip time
+        seen[at] = " ".join(
+            _read(ocr, _frame(clip, tmp_path / f"f{at}.png", at), "bottom", "4").split()
+        )
+    assert "HELLO THERE" in seen[0.8] and "HELLO THERE" in seen[1.05], seen
+    assert "SECOND 50%: %{pts}" in seen[1.6], seen
+    for at in (0.1, 0.3, 1.25, 1.9):
+        assert not seen[at].strip(), (at, seen)  # BEFORE and LATER are outside the clip
+
+
+def test_subtitles_sit_above_a_bottom_caption(
+    sources: Sources, ocr: str, s3_server: Any, s3_bucket: str, tmp_path: Path
+) -> None:
+    _, clip = _make(sources, s3_server, s3_bucket, tmp_path, "marker.mp4", "mp4",
+                    CLIP_SUBTITLES_URL=sources.url("subs.vtt"),
+                    CLIP_CAPTION_BOTTOM="CAPTION BELOW")  # fmt: skip
+    lines = [ln.strip() for ln in _read(ocr, _frame(clip, tmp_path / "f.png", 0.8), "bottom", "4")
+             .splitlines() if ln.strip()]  # fmt: skip
+    assert lines[-2:] == ["HELLO THERE", "CAPTION BELOW"], lines
+
+
+def test_subtitles_that_are_not_webvtt_or_srt_are_invalid_input(
+    sources: Sources, tmp_path: Path
+) -> None:
+    env = worker_env(sources.url("marker.mp4"), 0.5, 1.5, "mp4",
+                     CLIP_SUBTITLES_URL=sources.url("not-an-image.png"))  # fmt: skip
+    run = run_worker(env, tmp_path)
+    _fails(run, "InvalidInput", 2)
+    assert "WebVTT or SRT" in run.result["message"]
+
+
+def test_missing_source_subtitles_name_what_there_is(sources: Sources, tmp_path: Path) -> None:
+    env = worker_env(sources.url("marker.mp4"), 0.5, 1.5, "mp4", CLIP_SUBTITLES_LANGUAGE="de")
+    run = run_worker(env, tmp_path)
+    _fails(run, "InvalidInput", 2)
+    assert "no subtitles in 'de' (it has: none)" in run.result["message"]
+
+
+def test_subtitle_url_goes_through_the_egress_guard(sources: Sources, tmp_path: Path) -> None:
+    env = worker_env(sources.url("marker.mp4"), 0.5, 1.5, "mp4",
+                     CLIP_SUBTITLES_URL="http://169.254.169.254/latest/subs.vtt")  # fmt: skip
+    _fails(run_worker(env, tmp_path), "ForbiddenAddress", 2)
