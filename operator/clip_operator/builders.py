@@ -124,6 +124,11 @@ def _media_env(spec: ClipJobSpec) -> list[tuple[str, str | None]]:
         ]
     if crop:
         env += [("CLIP_CROP_ASPECT", crop.aspect), ("CLIP_CROP_POSITION", f"{crop.position:g}")]
+    if spec.subtitles:
+        env += [
+            ("CLIP_SUBTITLES_URL", spec.subtitles.url),
+            ("CLIP_SUBTITLES_LANGUAGE", spec.subtitles.language),
+        ]
     if mark:
         env += [
             ("CLIP_WATERMARK_URL", mark.url),

@@ -108,6 +108,27 @@ class Output(_Model):
         return self
 
 
+class Subtitles(_Model):
+    url: str | None = Field(default=None, max_length=2048)
+    language: str | None = Field(
+        default=None, max_length=35, pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{1,8}){0,3}$"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _http_only(cls, value: str | None) -> str | None:
+        parts = urlsplit(value or "http://x")
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"subtitles.url must be an http(s) URL with a host, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Subtitles:
+        if (self.url is None) == (self.language is None):
+            raise ValueError("subtitles needs exactly one of url and language")
+        return self
+
+
 class Watermark(_Model):
     url: str = Field(max_length=2048)
     position: Literal["top-left", "top-right", "bottom-left", "bottom-right"] = "bottom-right"
@@ -190,6 +211,7 @@ class ClipJobSpec(_Model):
     captions: Captions | None = None
     thumbnail: Thumbnail | None = None
     watermark: Watermark | None = None
+    subtitles: Subtitles | None = None
     storage: Storage | None = None
     url_expires_seconds: int | None = Field(default=None, ge=60, le=MAX_URL_EXPIRES_SECONDS)
     deadline_seconds: int | None = Field(default=None, ge=30, le=86400)
@@ -210,6 +232,8 @@ class ClipJobSpec(_Model):
     def _captions_need_video(self) -> ClipJobSpec:
         if self.captions and self.output.format == OutputFormat.MP3:
             raise ValueError("captions need video; output format mp3 has none")
+        if self.subtitles and self.output.format == OutputFormat.MP3:
+            raise ValueError("subtitles need video; output format mp3 has none")
         if self.watermark and self.output.format == OutputFormat.MP3:
             raise ValueError("watermark needs video; output format mp3 has none")
         if self.thumbnail and self.output.format == OutputFormat.MP3:
