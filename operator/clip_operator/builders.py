@@ -51,6 +51,7 @@ class UploadTarget:
     result_url: str
     key: str = ""  # the clip's S3 key (content-addressed when deduplicating)
     thumbnail_url: str | None = None  # spec.thumbnail: presigned PUT of the still
+    progress_url: str | None = None  # long clips: presigned PUT of the progress object
 
 
 def ref_of(body: dict[str, Any]) -> ClipJobRef:
@@ -101,6 +102,14 @@ def resolve_bucket(spec: ClipJobSpec, config: OperatorConfig) -> str | None:
 
 THUMBNAIL_EXTENSIONS = {"jpeg": "jpg", "webp": "webp"}
 THUMBNAIL_TYPES = {"jpeg": "image/jpeg", "webp": "image/webp"}
+
+
+PROGRESS_EVERY_SECONDS = 5  # the worker writes its progress object at most this often
+
+
+def progress_key(clip_key: str) -> str:
+    """The worker's progress object (long clips), beside the clip."""
+    return f"{clip_key}.progress.json"
 
 
 def thumbnail_key(clip_key: str, spec: ClipJobSpec) -> str | None:
@@ -182,6 +191,8 @@ def _env(
             ("CLIP_UPLOAD_HEADERS", json.dumps(upload.headers, sort_keys=True)),
             ("CLIP_RESULT_URL", upload.result_url),
             ("CLIP_THUMBNAIL_URL", upload.thumbnail_url),
+            ("CLIP_PROGRESS_URL", upload.progress_url),
+            ("CLIP_PROGRESS_EVERY", str(PROGRESS_EVERY_SECONDS) if upload.progress_url else None),
         ]
     return [{"name": k, "value": v} for k, v in plain if v is not None]
 

@@ -54,6 +54,12 @@ class OperatorConfig(BaseModel):
         description="Identical ClipJobs reuse one clip: within a namespace (Namespace), "
         "across namespaces storing into the same bucket (Cluster), or never (Off)",
     )
+    progress_min_clip_seconds: int = Field(
+        default=60,
+        ge=0,
+        description="Clips at least this long report progress (status.progress, one S3 "
+        "read per running ClipJob every 10 s); 0 = never",
+    )
     kueue_queue_name: str | None = Field(
         default=None,
         pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$",

@@ -37,6 +37,20 @@ from .status import (
 TWIN_CHECK_EVERY = 30.0  # the twin's end wakes its waiters; this is the safety net
 
 
+PROGRESS_CHECK_EVERY = 10.0  # a long clip's progress object is read this often
+PROGRESS_PHASES = ("Resolving", "Downloading", "Encoding", "Uploading")
+
+
+def reported_progress(found: dict[str, Any]) -> dict[str, Any] | None:
+    """The worker's progress object, checked: {phase, percent, updatedAt} or None."""
+    phase, percent, when = found.get("phase"), found.get("percent"), found.get("updatedAt")
+    if phase not in PROGRESS_PHASES or not isinstance(when, str) or len(when) > 40:
+        return None
+    if not isinstance(percent, int) or isinstance(percent, bool) or not 0 <= percent <= 100:
+        return None
+    return {"phase": phase, "percent": percent, "updatedAt": when}
+
+
 KUEUE_CHECK_EVERY = 30.0  # Kueue's reason lives on its Workload, which we do not watch
 
 
@@ -81,7 +95,7 @@ def decide(
         return fail(cj, "JobConflict", facts.job_conflict, now)
     if job is None:
         return _without_job(cj, spec, facts, now, settings)
-    return _with_job(cj, job, pods, facts, now, settings)
+    return _with_job(cj, spec, job, pods, facts, now, settings)
 
 
 def _finished(
@@ -222,6 +236,7 @@ def _reuse(cj: dict[str, Any], facts: Facts, now: datetime, settings: Settings) 
 
 def _with_job(
     cj: dict[str, Any],
+    spec: ClipJobSpec,
     job: dict[str, Any],
     pods: list[dict[str, Any]] | None,
     facts: Facts,
@@ -290,6 +305,13 @@ def _with_job(
         requeue = POD_CHECK_EVERY
     if obs.phase == Phase.QUEUED and reason == "Starting" and status.get("phase") == "Running":
         return Plan(requeue_after=requeue)  # exited, not yet counted: never back to Queued
+    progress = status.get("progress")
+    floor = settings.progress_min_clip_seconds
+    if obs.phase == Phase.RUNNING and 0 < floor <= spec.duration_seconds:
+        if facts.progress is None:
+            return Plan(need=Need.PROGRESS)
+        progress = reported_progress(facts.progress) or progress
+        requeue = PROGRESS_CHECK_EVERY if requeue is None else min(requeue, PROGRESS_CHECK_EVERY)
     name = job["metadata"]["name"]
     plan = Plan(requeue_after=requeue)
     gen = cj["metadata"].get("generation", 1)
@@ -299,6 +321,7 @@ def _with_job(
         and status.get("message") == message
         and status.get("jobName") == name
         and status.get("observedGeneration") == gen
+        and status.get("progress") == progress
     ):
         return plan  # only counters moved (attempts, startTime): not worth a write
     desired = queued(cj, reason, message, now) if obs.phase == Phase.QUEUED else {}
@@ -316,6 +339,8 @@ def _with_job(
     )
     if obs.start_time:
         desired["startTime"] = obs.start_time
+    if progress is not None:
+        desired["progress"] = progress
     plan.status = desired
     if status.get("phase") != obs.phase.value and obs.phase == Phase.RUNNING:
         plan.events.append(("Normal", "Running", message))

@@ -176,10 +176,16 @@ class FactFinder:
         if done is None:
             if need == Need.RECOVER:
                 self.s3ops.start(ref.uid, kind, self.presigner.read_result(ref, spec, bucket, key))
+            elif need == Need.PROGRESS:
+                read = self.presigner.read_progress(ref, spec, bucket, key)
+                self.s3ops.start(ref.uid, kind, read)
             else:
                 self.s3ops.start(ref.uid, kind, self.presigner.delete(ref, spec, bucket, key))
             return False
         value, error = done
+        if need == Need.PROGRESS:  # best effort: an unreadable object shows no progress
+            facts.progress = dict(value or {}) if error is None else {}
+            return True
         if need == Need.RECOVER:
             if error is not None and not (cj.get("status") or {}).get("jobName"):
                 # A dedupe lookup: a storage problem is the user's to fix (shown as it

@@ -334,6 +334,12 @@ class NotificationStatus(_Model):
     message: str | None = None
 
 
+class Progress(_Model):
+    phase: Literal["Resolving", "Downloading", "Encoding", "Uploading"]
+    percent: int = Field(ge=0, le=100)
+    updated_at: str
+
+
 class ClipJobStatus(_Model):
     model_config = ConfigDict(extra="ignore")  # tolerate fields of newer operators
 
@@ -351,6 +357,7 @@ class ClipJobStatus(_Model):
     thumbnail_url: str | None = None
     url_issued_at: str | None = None
     url_secret_name: str | None = None
+    progress: Progress | None = None
     cache: Literal["Hit", "Miss"] | None = None
     notification: NotificationStatus | None = None
     timings: Timings | None = None

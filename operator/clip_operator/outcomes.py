@@ -66,6 +66,8 @@ def finish(
         "reason": reason,
         "message": message,
     }
+    if status.get("progress"):
+        desired["progress"] = None  # finished: the last progress report says nothing more
     st = job.get("status") or {}
     if st:
         desired["attempts"] = (

@@ -26,6 +26,7 @@ class Need(StrEnum):
     TWIN = "twin"  # is an identical, older ClipJob making this clip right now? (dedupe)
     OBJECT_USERS = "object-users"  # which other ClipJobs use this clip? (before deleting it)
     KUEUE = "kueue"  # why Kueue has not admitted the suspended Job (its Workload)
+    PROGRESS = "progress"  # read a long clip's progress object from S3 (in the background)
 
 
 class Act(StrEnum):
@@ -59,6 +60,7 @@ class Facts:
     twin: str | None = None  # TWIN answer: the older identical ClipJob's name ("" = none)
     object_users: list[str] | None = None  # OBJECT_USERS answer: names of other users
     kueue: str | None = None  # KUEUE answer: Kueue's words ("" = none found)
+    progress: dict[str, Any] | None = None  # PROGRESS answer ({} = none yet or unreadable)
 
 
 @dataclass
@@ -87,3 +89,4 @@ class Settings:
     clipjob_ttl_seconds: int = 0  # default ttlSecondsAfterFinished; 0 = keep
     url_refresh_horizon_seconds: int = 7 * 86400  # 0 = refresh forever
     dedupe: str = "Off"  # Off | Namespace | Cluster (dedupe.py)
+    progress_min_clip_seconds: int = 0  # clips this long report progress; 0 = none

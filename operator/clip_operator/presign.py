@@ -19,7 +19,14 @@ from typing import Any, TypeVar
 
 from kubernetes.client.exceptions import ApiException
 
-from .builders import THUMBNAIL_TYPES, ClipJobRef, UploadTarget, download_filename, thumbnail_key
+from .builders import (
+    THUMBNAIL_TYPES,
+    ClipJobRef,
+    UploadTarget,
+    download_filename,
+    progress_key,
+    thumbnail_key,
+)
 from .config import OperatorConfig
 from .endpoints import EndpointRefused, check_address, check_allowed
 from .kube import Kube
@@ -167,9 +174,13 @@ class Presigner:
         lifetime = deadline + UPLOAD_MARGIN_SECONDS
 
         thumb_key = thumbnail_key(key, spec)
+        floor = self.config.progress_min_clip_seconds
+        reports = 0 < floor <= spec.duration_seconds
 
         def sign() -> UploadTarget:
             client = self._client(settings)
+            json_type = {"Content-Type": "application/json"}
+            progress = presign_put(client, bucket, progress_key(key), lifetime, json_type)
             thumb_url = None
             if thumb_key and spec.thumbnail:
                 thumb_type = {"Content-Type": THUMBNAIL_TYPES[spec.thumbnail.format]}
@@ -182,6 +193,7 @@ class Presigner:
                 ),
                 key=key,
                 thumbnail_url=thumb_url,
+                progress_url=progress if reports else None,
             )
 
         try:
@@ -215,6 +227,18 @@ class Presigner:
             return url, now_iso(expires), now_iso(issued)
 
         return await asyncio.to_thread(sign)
+
+    async def read_progress(
+        self, ref: ClipJobRef, spec: ClipJobSpec, bucket: str, key: str
+    ) -> dict[str, Any]:
+        """The worker's progress object of a long clip ({} when it wrote none yet)."""
+        settings = await self.settings_for(ref, spec, public=False)
+
+        def read() -> Any:
+            return read_json_object(self._client(settings), bucket, progress_key(key), 4096)
+
+        found = await self._network(settings, read)
+        return found if isinstance(found, dict) else {}
 
     async def read_result(
         self, ref: ClipJobRef, spec: ClipJobSpec, bucket: str, key: str
