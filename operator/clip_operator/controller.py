@@ -36,6 +36,7 @@ from .facts import FactFinder
 from .kube import Kube
 from .lifecycle import url_secret_name
 from .models import Phase, parse_spec
+from .podexit import ExitedPods
 from .plan import FINALIZER, Act, Facts, Need, Plan, Settings
 from .presign import Presigner
 from .s3ops import S3Ops
@@ -94,6 +95,7 @@ class Controller(FactFinder):
         self.refused: set[str] = set()  # ClipJobs backing off after a refused Job create
         self.policy_ready: set[str] = set()  # namespaces whose worker NetworkPolicy is ours
         self.announced: set[str] = set()  # terminal phases announced (once per process)
+        self.exited = ExitedPods()  # worker Pods that exited 0 before their Job completed
 
     # -- inputs ---------------------------------------------------------------------------
 
@@ -125,14 +127,23 @@ class Controller(FactFinder):
                 self.admit(self.admission.running(owner, active=False))
         else:
             self.cache.put_job(owner, raw)
+            if job_finished(raw):
+                self.exited.forget(owner)  # the Job controller caught up
             namespace = (raw.get("metadata") or {}).get("namespace") or ""
             self.admit(self.admission.running(owner, not job_finished(raw), namespace))
         if owner in self.cache.clipjobs:
             self.queue.add(owner)
 
+    def pod_event(self, kind: str | None, raw: dict[str, Any]) -> None:
+        """A worker Pod exited 0: finish its ClipJob now, not when its Job completes."""
+        owner = self.exited.see(kind, raw)
+        if owner is not None and owner in self.cache.clipjobs:
+            self.queue.add(owner, urgent=True)
+
     def forget(self, uid: str) -> None:
         """The ClipJob is gone: drop it everywhere and hand its slot on."""
         self.cache.drop_clipjob(uid)
+        self.exited.forget(uid)
         self.refused.discard(uid)
         self.queue.drop(uid)
         self.s3ops.forget(uid)
@@ -164,6 +175,8 @@ class Controller(FactFinder):
         job = self.cache.jobs.get(uid)
         facts = Facts(admitted=self.admission.admitted(uid))
         pods: list[dict[str, Any]] | None = None
+        if (early := self.exited.view(uid, job)) is not None:
+            job, pods = early  # its Pod exited 0: the Job as it is about to complete
         upload: UploadTarget | None = None
         ref = ref_of(cj)
         plan = Plan()

@@ -59,6 +59,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.batching.idle_timeout = 0.5
     # Only our Jobs are listed and watched (server-side), in pages.
     settings.watching.label_selectors["batch", "jobs"] = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+    settings.watching.label_selectors["v1", "pods"] = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
     settings.watching.chunk_size = 200
     settings.persistence.finalizer = "mememaker.io/kopf-finalizer"
     settings.persistence.diffbase_storage = NoDiffBase()
@@ -116,3 +117,10 @@ async def job_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
     raw = dict(event.get("object") or {})
     if owner_uid(raw) is not None:
         controller.job_event(event.get("type"), raw)
+
+
+@kopf.on.event("", "v1", "pods", labels={LABEL_MANAGED_BY: MANAGED_BY})
+async def pod_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+    """Worker Pods: one that exited 0 finishes its ClipJob before the Job controller acts."""
+    controller: Controller = memo["controller"]
+    controller.pod_event(event.get("type"), dict(event.get("object") or {}))

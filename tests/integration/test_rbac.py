@@ -139,6 +139,7 @@ def assert_core_rights(who: Identity, ns: str) -> None:
         ("create", "jobs.batch"),
         ("delete", "jobs.batch"),
         ("list", "pods"),
+        ("watch", "pods"),
         ("create", "events"),
         ("list", "events"),
         ("create", "events.events.k8s.io"),

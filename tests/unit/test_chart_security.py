@@ -54,7 +54,7 @@ NAMESPACED_RULES = {
     ("mememaker.io", "clipjobs/status"): {"patch"},
     ("mememaker.io", "clipjobs/finalizers"): {"update"},
     ("batch", "jobs"): {"create", "get", "list", "watch", "delete"},
-    ("", "pods"): {"list"},
+    ("", "pods"): {"list", "watch"},
     ("", "events"): {"create", "list"},
     ("events.k8s.io", "events"): {"create", "patch"},
 }
@@ -216,7 +216,7 @@ def test_no_rule_grants_wildcards_pods_secret_listing_or_cluster_wide_secret_rea
                 assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
             rules = rules_of(role)
             assert not rules.get(("", "secrets"), set()) & {"list", "watch"}
-            assert not rules.get(("", "pods"), set()) - {"list"}
+            assert not rules.get(("", "pods"), set()) - {"list", "watch"}
             # The operator never creates ClipJobs (delete: their TTL after finishing).
             assert "create" not in rules.get(("mememaker.io", "clipjobs"), set())
         for role in by_kind(docs, "ClusterRole"):

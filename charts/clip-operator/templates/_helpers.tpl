@@ -113,11 +113,13 @@ Roles, never in the ClusterRole.
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [create, get, list, watch, delete]
-# The worker's result is its Pod's termination message, and a Pod's waiting reason
-# (image pull errors) says why a Job is stuck; Pods are never created directly.
+# The worker's result is its Pod's termination message (watched, label-selected: a Pod
+# that exited 0 finishes its ClipJob before the Job controller marks the Job complete),
+# and a Pod's waiting reason (image pull errors) says why a Job is stuck; Pods are never
+# created directly.
 - apiGroups: [""]
   resources: [pods]
-  verbs: [list]
+  verbs: [list, watch]
 # Events on ClipJobs (core/v1 and events.k8s.io/v1, which aggregates repeats by patching);
 # list: whether a recorded Job that is gone ever existed (its Job controller Events).
 - apiGroups: [""]
