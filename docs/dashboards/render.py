@@ -283,16 +283,27 @@ def target_step(
 
 
 def render(
-    dashboard: dict[str, Any], prom: Prometheus, start: float, end: float, out: Path, scrape: float
+    dashboard: dict[str, Any],
+    prom: Prometheus,
+    start: float,
+    end: float,
+    out: Path,
+    scrape: float,
+    until_y: int | None = None,
 ) -> dict[str, int]:
-    """Draw the dashboard to `out`; return the number of series each panel showed."""
+    """Draw the dashboard (its panels above grid row `until_y`, if given) to `out`; return
+    the number of series each panel showed."""
     step = max(1.0, (end - start) / 240)
     values = grafana_variables(dashboard, prom, start, end, step, scrape)
     panels = [p for top in dashboard["panels"] for p in [top, *top.get("panels", [])]]
+    if until_y is not None:
+        panels = [p for p in panels if p["gridPos"]["y"] + p["gridPos"]["h"] <= until_y]
     rows = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in panels)
     height = rows * ROW_H + 0.6
     fig = plt.figure(figsize=(FIG_W, height), facecolor=BG)
     fig.text(0.01, 1 - 0.3 / height, dashboard["title"], color=FG, fontsize=14, va="center")
+    span = f"{clock(start)} to {clock(end)} UTC ({(end - start) / 60:.0f} min), scrape {scrape:g} s"
+    fig.text(0.99, 1 - 0.3 / height, span, color=MUTED, fontsize=9, va="center", ha="right")
     shown: dict[str, int] = {}
     for panel in panels:
         g = panel["gridPos"]
@@ -347,6 +358,12 @@ def main() -> None:
     parser.add_argument("--end", type=float, required=True)
     parser.add_argument("--scrape-interval", type=float, default=1.0)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--top",
+        type=int,
+        metavar="Y",
+        help="also draw <name>-top.png: only the panels above grid row Y (16: the seed panels)",
+    )
     parser.add_argument("dashboards", nargs="+", type=Path)
     args = parser.parse_args()
     prom = Prometheus(args.prometheus)
@@ -355,6 +372,12 @@ def main() -> None:
         out = args.out / f"{path.stem}.png"
         shown = render(dashboard, prom, args.start, args.end, out, args.scrape_interval)
         print(json.dumps({"png": str(out), "series": shown}))
+        if args.top:
+            top = args.out / f"{path.stem}-top.png"
+            shown = render(
+                dashboard, prom, args.start, args.end, top, args.scrape_interval, args.top
+            )
+            print(json.dumps({"png": str(top), "series": shown}))
 
 
 if __name__ == "__main__":
