@@ -541,13 +541,14 @@ def test_namespaced_install_runs_the_operator_under_its_service_account(
         )
         == 403
     )
+    # Deleting ClipJobs is allowed: a finished one past its ttlSecondsAfterFinished.
     assert (
         status_of(
             lambda: custom.delete_namespaced_custom_object(
-                "mememaker.io", "v1alpha1", namespace, "clipjobs", "gone"
+                "mememaker.io", "v1alpha1", namespace, "clipjobs", "never-made"
             )
         )
-        == 403
+        == 404
     )
     assert not can_i(kube, cfg, "patch", "deployments", "-n", namespace)
     assert not can_i(kube, cfg, "update", "roles", "-n", namespace)

@@ -136,6 +136,7 @@ def assert_core_rights(who: Identity, ns: str) -> None:
         ("patch", "clipjobs.mememaker.io"),
         ("patch", "clipjobs.mememaker.io:status"),
         ("update", "clipjobs.mememaker.io:finalizers"),
+        ("delete", "clipjobs.mememaker.io"),  # ttlSecondsAfterFinished
         ("create", "jobs.batch"),
         ("delete", "jobs.batch"),
         ("list", "pods"),
@@ -151,7 +152,6 @@ def assert_core_rights(who: Identity, ns: str) -> None:
         ("create", "pods:exec"),
         ("update", "clipjobs.mememaker.io"),
         ("update", "clipjobs.mememaker.io:status"),
-        ("delete", "clipjobs.mememaker.io"),
         ("create", "clipjobs.mememaker.io"),
         ("list", "secrets"),
         ("watch", "secrets"),
