@@ -5,8 +5,9 @@
 //
 // Schema: github.com/grafana/grafana-foundation-sdk/go decodes the dashboard strictly, so an
 // unknown or mistyped field fails, down to each panel's options and fieldConfig custom
-// settings, decoded by the options type of the panel's own type (gauge, heatmap, ...). A
-// panel type the SDK does not know fails too (its options could not be checked).
+// settings, decoded by the options type of the panel's own type (gauge, heatmap, ...), and
+// the rest of each fieldConfig (defaults, overrides), which the SDK's panel decoder reads
+// loosely. A panel type the SDK does not know fails too (its options could not be checked).
 //
 // PromQL: every target's expr, and the metric selector inside each query variable's
 // label_values(...), parsed by github.com/prometheus/prometheus/promql/parser after
@@ -112,6 +113,14 @@ func checkPanels(raw json.RawMessage, where string) []string {
 		}
 		if _, found := cog.ConfigForPanelcfgVariant(kind); !found {
 			problems = append(problems, fmt.Sprintf("%s: panel type %q is not known to the schema", here, kind))
+		}
+		// The SDK's panel decoder reads fieldConfig loosely (only defaults.custom strictly):
+		// decode it strictly too, so an unknown key in defaults or an override fails.
+		if raw := panel["fieldConfig"]; raw != nil {
+			var fc dashboard.FieldConfigSource
+			if err := fc.UnmarshalJSONStrict(raw); err != nil {
+				problems = append(problems, splitErrors(here+".fieldConfig", err)...)
+			}
 		}
 		var targets []map[string]json.RawMessage
 		_ = json.Unmarshal(panel["targets"], &targets)

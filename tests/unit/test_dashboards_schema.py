@@ -157,3 +157,35 @@ def test_theme_must_be_dark_or_light(dashcheck: str, tmp_path: Path) -> None:
     result = check(dashcheck, broken(tmp_path, "clip-overview.json", lambda d: d.update(style=1)))
     assert result.returncode == 1
     assert "style" in result.stderr
+
+
+def test_unknown_field_config_default_fails(dashcheck: str, tmp_path: Path) -> None:
+    """The SDK's panel decoder reads fieldConfig loosely; dashcheck decodes it strictly."""
+
+    def change(d: dict[str, Any]) -> None:
+        by_type(d, "timeseries")["fieldConfig"]["defaults"]["unti"] = "s"
+
+    result = check(dashcheck, broken(tmp_path, "clip-overview.json", change))
+    assert result.returncode == 1
+    assert "unti" in result.stderr
+
+
+def test_threshold_of_the_wrong_type_fails(dashcheck: str, tmp_path: Path) -> None:
+    def change(d: dict[str, Any]) -> None:
+        by_type(d, "timeseries")["fieldConfig"]["defaults"]["thresholds"]["steps"][1]["value"] = (
+            "80"
+        )
+
+    result = check(dashcheck, broken(tmp_path, "clip-overview.json", change))
+    assert result.returncode == 1
+    assert "thresholds.steps" in result.stderr
+
+
+def test_unknown_query_and_variable_fields_fail(dashcheck: str, tmp_path: Path) -> None:
+    def change(d: dict[str, Any]) -> None:
+        by_type(d, "timeseries")["targets"][0]["legendFormatt"] = "x"
+        d["templating"]["list"][1]["includeAlll"] = True
+
+    result = check(dashcheck, broken(tmp_path, "clip-operator.json", change))
+    assert result.returncode == 1
+    assert "legendFormatt" in result.stderr and "includeAlll" in result.stderr
