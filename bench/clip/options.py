@@ -44,6 +44,8 @@ OPTIONS: list[tuple[str, dict[str, str]]] = [
         "meme: captions + crop 9:16 + loudness",
         {**CAPTIONS, "CLIP_CROP_ASPECT": "9:16", "CLIP_LOUDNESS_TARGET": "-14"},
     ),
+    ("watermark 20 % bottom-right", {"CLIP_WATERMARK_URL": "{server}/logo.png"}),
+    ("subtitles (3 cues)", {"CLIP_SUBTITLES_URL": "{server}/subs.vtt"}),
     ("thumbnail jpeg at 2 s", {"CLIP_THUMBNAIL_FORMAT": "jpeg", "CLIP_THUMBNAIL_AT": "2"}),
     ("gif 480 px", {"CLIP_OUTPUT_FORMAT": "gif"}),
     ("gif 480 px + captions", {"CLIP_OUTPUT_FORMAT": "gif", **CAPTIONS}),
@@ -66,6 +68,16 @@ def source() -> Path:
              str(root / "source.mp4")], check=True, timeout=1200,
         )  # fmt: skip
         (root / ".complete").write_text("ok\n")
+    (root / "subs.vtt").write_text(
+        "WEBVTT\n\n00:10.500 --> 00:12.000\nwhen the build passes\n\n"
+        "00:12.500 --> 00:14.000\non the first try\n\n00:14.500 --> 00:16.000\nship it\n"
+    )
+    if not (root / "logo.png").exists():
+        subprocess.run(
+            ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi",
+             "-i", "testsrc2=size=256x128", "-frames:v", "1", str(root / "logo.png")],
+            check=True, timeout=60,
+        )  # fmt: skip
     return root
 
 
@@ -114,7 +126,8 @@ def measure(rounds: int) -> dict[str, Any]:
                 for name, extra in OPTIONS:
                     url = f"{server.url}/source.mp4"
                     port = server.server_address[1]
-                    wall, cpu, result = run_worker(url, port, extra, Path(tmp))
+                    given = {k: v.replace("{server}", server.url) for k, v in extra.items()}
+                    wall, cpu, result = run_worker(url, port, given, Path(tmp))
                     walls[name].append(round(wall, 2))
                     cpus[name].append(round(cpu, 2))
                     encodes[name].append(result["timings"]["encodeSeconds"])
@@ -153,9 +166,10 @@ def render(data: dict[str, Any]) -> str:
         "Each round's wall seconds: "
         + "; ".join(f"{name}: {', '.join(f'{w:.2f}' for w in ws)}" for name, ws in walls.items())
         + ".", "",
-        "Captions and crop re-encode every frame (the plain clip re-encodes only the partial "
-        "GOPs at both ends and copies the rest); loudness adds a measuring pass over the "
-        "clip's audio and an audio-only encode, and keeps the smart cut. "
+        "Captions, crop, watermark and subtitles re-encode every frame (the plain clip "
+        "re-encodes only the partial GOPs at both ends and copies the rest); loudness adds a "
+        "measuring pass over the clip's audio and an audio-only encode, and keeps the smart "
+        "cut, as does the thumbnail (one still of the made clip). "
         "`python -m bench.clip.options` (see its docstring for the S3 server).", "",
     ]  # fmt: skip
     return "\n".join(lines)
