@@ -80,6 +80,10 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sources]:
     _ffmpeg("-f", "lavfi", "-i", "color=c=blue:size=64x64", "-frames:v", "1", str(root / "wm.png"))
     (root / "not-an-image.png").write_text("<html>a page, not an image</html>")
     (root / "subs.vtt").write_text(SUBTITLES, encoding="utf-8")
+    (root / "page.html").write_text(
+        "<html><head><title>a page</title></head><body><video controls src='marker.mp4'>"
+        "<track kind='subtitles' src='subs.vtt' srclang='en' label='English'></video></body></html>"
+    )
     server = MediaHTTPServer(root, "127.0.0.1", 0)
     server.start()
     try:

@@ -48,6 +48,17 @@ def test_subtitles_sit_above_a_bottom_caption(
     assert lines[-2:] == ["HELLO THERE", "CAPTION BELOW"], lines
 
 
+def test_the_source_pages_own_subtitles_in_a_language(
+    sources: Sources, ocr: str, s3_server: Any, s3_bucket: str, tmp_path: Path
+) -> None:
+    """A page whose <video> has a <track srclang=en>: yt-dlp lists it, the worker uses it."""
+    _, clip = _make(sources, s3_server, s3_bucket, tmp_path, "page.html", "mp4",
+                    CLIP_SUBTITLES_LANGUAGE="en")  # fmt: skip
+    inside = _read(ocr, _frame(clip, tmp_path / "in.png", 0.8), "bottom", "4")
+    outside = _read(ocr, _frame(clip, tmp_path / "out.png", 0.2), "bottom", "4")
+    assert "HELLO THERE" in inside and not outside.strip(), (inside, outside)
+
+
 def test_subtitles_that_are_not_webvtt_or_srt_are_invalid_input(
     sources: Sources, tmp_path: Path
 ) -> None:
