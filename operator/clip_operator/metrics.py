@@ -93,6 +93,16 @@ JOB_CREATE_REFUSED = Counter(
     "Job creates the API refused (quota, admission webhook, throttling), by namespace.",
     ["namespace"],
 )
+JOBS_EXPIRED = Counter(
+    "clip_jobs_expired",
+    "Finished ClipJobs the operator deleted at the end of their ttlSecondsAfterFinished.",
+)
+DEDUPE = Counter(
+    "clip_dedupe",
+    "Dedupe verdicts on new ClipJobs: hit (served from an identical clip, no Job), miss "
+    "(it makes the clip), twin (it waits for an identical one being made).",
+    ["result"],
+)
 ADMISSION_SECONDS = Histogram(
     "clip_operator_admission_seconds",
     "From a ClipJob being granted an in-flight slot to its Job created.",

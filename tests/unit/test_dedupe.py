@@ -42,6 +42,13 @@ def test_namespaces_are_apart_unless_the_scope_is_cluster() -> None:
 
 
 def test_an_identical_twin_waits_then_succeeds_from_the_first_clip_without_a_job() -> None:
+    from clip_operator import metrics
+
+    def count(result: str) -> float:
+        return float(metrics.DEDUPE.labels(result)._value.get())
+
+    counts = {r: count(r) for r in ("hit", "miss", "twin")}
+
     async def main() -> None:
         ctl, kube, presigner = make(limit=5, dedupe="Namespace")
         ctl.clipjob_event("ADDED", clipjob("first", "ns", 0))
@@ -74,6 +81,7 @@ def test_an_identical_twin_waits_then_succeeds_from_the_first_clip_without_a_job
         assert len(kube.created) == 1
 
     asyncio.run(main())
+    assert {r: count(r) - counts[r] for r in counts} == {"hit": 1, "miss": 1, "twin": 1}
 
 
 def test_deleting_a_clip_another_clipjob_uses_keeps_the_object() -> None:
