@@ -88,6 +88,7 @@ class Controller(FactFinder):
             notify_url=config.notify_url,
             notify_retry_seconds=config.notify_retry_seconds,
             dedupe=config.dedupe,
+            progress_min_clip_seconds=config.progress_min_clip_seconds,
             clipjob_ttl_seconds=config.clipjob_ttl_seconds_after_finished,
             url_refresh_horizon_seconds=config.url_refresh_horizon_seconds,
         )
@@ -197,6 +198,7 @@ class Controller(FactFinder):
                 continue
             if Act.CREATE_JOB in plan.actions and upload is not None:
                 if plan.status and not (cj.get("status") or {}).get("jobName"):
+                    _count_dedupe(dict(cj.get("status") or {}), plan)
                     await self._write(cj, plan.status)  # the name first: never two Jobs
                     if uid not in self.cache.clipjobs:
                         return Result()
@@ -236,7 +238,8 @@ class Controller(FactFinder):
 
     async def _carry_out(self, cj: dict[str, Any], ref: ClipJobRef, plan: Plan) -> Result:
         uid = ref.uid
-        before = (cj.get("status") or {}).get("phase")
+        earlier = dict(cj.get("status") or {})  # the write below updates cj in place
+        before = earlier.get("phase")
         first_queued = not (cj.get("status") or {}).get("queuedAt")
         changed = True
         if plan.url_secret is not None:  # before status: Ready only once the URL is there
@@ -248,6 +251,7 @@ class Controller(FactFinder):
         if changed:
             for kind, reason, message in plan.events:
                 self.events.post(cj, kind, reason, message)
+            _count_dedupe(earlier, plan)
         if plan.status and changed and first_queued and plan.status.get("queuedAt"):
             metrics.JOBS_QUEUED_TOTAL.inc()  # accepted: counted once, when first queued
         if plan.terminal:
@@ -266,6 +270,7 @@ class Controller(FactFinder):
                 await self._finalizer(cj, add=False)
             elif action == Act.DELETE_CLIPJOB:
                 await self.kube.delete_clipjob(ref.namespace, ref.name, ref.uid)
+                metrics.JOBS_EXPIRED.inc()
         return Result(plan.requeue_after, plan.rate_limited)
 
     def _announce(self, cj: dict[str, Any], plan: Plan) -> None:
@@ -381,6 +386,16 @@ class Controller(FactFinder):
         self.cache.wrote_status(ref.uid, merged, rv)
         metrics.STATUS_WRITES.inc()
         return True
+
+
+def _count_dedupe(before: dict[str, Any], plan: Plan) -> None:
+    """Count a dedupe verdict once: when status first shows it."""
+    after = plan.status or {}
+    if after.get("reason") == "WaitingForTwin" and before.get("reason") != "WaitingForTwin":
+        metrics.DEDUPE.labels("twin").inc()
+    verdict = after.get("cache")
+    if verdict in ("Hit", "Miss") and before.get("cache") != verdict:
+        metrics.DEDUPE.labels(verdict.lower()).inc()
 
 
 def _priority(cj: dict[str, Any]) -> int:
