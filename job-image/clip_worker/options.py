@@ -50,7 +50,12 @@ class Loudness:
     true_peak: float = DEFAULT_TRUE_PEAK_DBTP
 
 
-THUMBNAIL_FORMATS = {"jpeg": ("image/jpeg", "jpg"), "webp": ("image/webp", "webp")}
+THUMBNAIL_FORMATS = {
+    "jpeg": ("image/jpeg", "jpg"),
+    "webp": ("image/webp", "webp"),
+    "gif": ("image/gif", "gif"),  # an animated preview (CLIP_THUMBNAIL_SECONDS)
+}
+PREVIEW_SECONDS = (0.5, 10.0)
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,7 @@ class Thumbnail:
     at: float
     key: str
     upload_url: str | None = None  # presigned PUT (made by the operator)
+    seconds: float = 0.0  # gif: the animated preview's length (to the clip's end at most)
 
     @property
     def content_type(self) -> str:
@@ -206,7 +212,7 @@ def thumbnail(env: Mapping[str, str], clip_key: str, duration: float) -> Thumbna
                 raise _invalid(f"{name} is set without CLIP_THUMBNAIL_FORMAT")
         return None
     if fmt not in THUMBNAIL_FORMATS:
-        raise _invalid(f"CLIP_THUMBNAIL_FORMAT must be jpeg or webp, got {fmt!r}")
+        raise _invalid(f"CLIP_THUMBNAIL_FORMAT must be jpeg, webp or gif, got {fmt!r}")
     at = _number(env, "CLIP_THUMBNAIL_AT", 0.0, 0.0, 600.0)
     if at >= duration:
         raise _invalid(
@@ -215,7 +221,12 @@ def thumbnail(env: Mapping[str, str], clip_key: str, duration: float) -> Thumbna
     default_key = f"{clip_key}.thumb.{THUMBNAIL_FORMATS[fmt][1]}"
     key = env.get("CLIP_THUMBNAIL_KEY", "").strip() or default_key
     url = env.get("CLIP_THUMBNAIL_URL", "").strip() or None
-    return Thumbnail(fmt, at, key, url)
+    seconds = 0.0
+    if fmt == "gif":
+        seconds = min(_number(env, "CLIP_THUMBNAIL_SECONDS", 3.0, *PREVIEW_SECONDS), duration - at)
+    elif env.get("CLIP_THUMBNAIL_SECONDS", "").strip():
+        raise _invalid("CLIP_THUMBNAIL_SECONDS is for the animated preview (format gif) only")
+    return Thumbnail(fmt, at, key, url, seconds)
 
 
 def watermark(env: Mapping[str, str]) -> Watermark | None:

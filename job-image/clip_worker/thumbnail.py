@@ -23,12 +23,30 @@ _CODEC = {
 }
 
 
+PREVIEW_FPS = 10
+PREVIEW_MAX_WIDTH = 320
+
+
+def _preview_args(thumb: Thumbnail) -> list[str]:
+    """An animated GIF: `seconds` from `at`, 10 fps, at most 320 px wide, its own palette."""
+    graph = (
+        f"fps={PREVIEW_FPS},scale='min({PREVIEW_MAX_WIDTH},iw)':-2:flags=lanczos,split[a][b];"
+        "[a]palettegen=stats_mode=diff[p];[b][p]paletteuse=dither=bayer:bayer_scale=3"
+    )
+    return ["-t", f"{thumb.seconds:.6f}", "-filter_complex", graph, "-loop", "0", "-f", "gif"]
+
+
 def make(cfg: Config, thumb: Thumbnail, clip: str, work: str) -> tuple[str, int, int]:
-    """Write the still; return (path, width, height) as decoded from the written file."""
+    """Write the still (or the animated preview); return (path, width, height) as decoded
+    from the written file."""
     out = os.path.join(work, f"thumbnail.{thumb.format}")
     args = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
-    args += ["-ss", f"{thumb.at:.6f}", "-i", clip, "-map", "0:v:0", "-frames:v", "1"]
-    args += [*_CODEC[thumb.format], out]
+    args += ["-ss", f"{thumb.at:.6f}", "-i", clip]
+    if thumb.format == "gif":
+        args += _preview_args(thumb)
+    else:
+        args += ["-map", "0:v:0", "-frames:v", "1", *_CODEC[thumb.format]]
+    args += [out]
     done = run(args, cfg.process_timeout, "making the thumbnail")
     if done.returncode != 0 or not os.path.exists(out) or os.path.getsize(out) == 0:
         raise WorkerError(Reason.INTERNAL_ERROR, f"making the thumbnail failed: {done.tail()}")
@@ -38,6 +56,8 @@ def make(cfg: Config, thumb: Thumbnail, clip: str, work: str) -> tuple[str, int,
         raise WorkerError(
             Reason.INTERNAL_ERROR, f"the thumbnail does not decode: {made.errors or 'no size'}"
         )
+    if thumb.format == "gif" and made.video_frames < 2:
+        raise WorkerError(Reason.INTERNAL_ERROR, "the animated preview has fewer than 2 frames")
     return out, info.width, info.height
 
 
@@ -59,5 +79,8 @@ def upload(cfg: Config, thumb: Thumbnail, path: str, client: Any | None) -> None
 
 def result(thumb: Thumbnail, width: int, height: int, size: int) -> dict[str, Any]:
     """The `thumbnail` object of the result JSON."""
-    return {"key": thumb.key, "contentType": thumb.content_type, "width": width,
-            "height": height, "sizeBytes": size, "atSeconds": thumb.at}  # fmt: skip
+    found = {"key": thumb.key, "contentType": thumb.content_type, "width": width,
+             "height": height, "sizeBytes": size, "atSeconds": thumb.at}  # fmt: skip
+    if thumb.seconds:
+        found["durationSeconds"] = round(thumb.seconds, 3)
+    return found

@@ -43,7 +43,8 @@ media options (each makes the clip a re-encode where it touches every frame):
   CLIP_CROP_POSITION            horizontal place of the crop, 0 left .. 1 right (default 0.5)
   CLIP_LOUDNESS_TARGET          EBU R128 normalisation to this many LUFS (e.g. -14)
   CLIP_LOUDNESS_TRUE_PEAK       true-peak ceiling in dBTP (default -1)
-  CLIP_THUMBNAIL_FORMAT         jpeg | webp: also make a still of the clip, uploaded beside it
+  CLIP_THUMBNAIL_FORMAT         jpeg | webp: a still of the clip beside it; gif: an animated preview
+  CLIP_THUMBNAIL_SECONDS        gif: the preview's length, 0.5 .. 10 (default 3)
   CLIP_THUMBNAIL_AT             seconds into the clip for the still (default 0: first frame)
   CLIP_THUMBNAIL_URL            presigned PUT URL for the still (required with CLIP_UPLOAD_URL)
   CLIP_THUMBNAIL_KEY            the still's object key (default <CLIP_S3_KEY>.thumb.jpg|webp)

@@ -1,5 +1,6 @@
 """Subtitle burn-in on real decoded frames: a cue's text is on the frames inside it and on
-no frame outside it (OCR), through the egress guard, with hostile text drawn literally."""
+no frame outside it (OCR), through the egress guard, with hostile text drawn literally; and
+the animated preview beside the clip."""
 
 from __future__ import annotations
 
@@ -80,3 +81,21 @@ def test_subtitle_url_goes_through_the_egress_guard(sources: Sources, tmp_path: 
     env = worker_env(sources.url("marker.mp4"), 0.5, 1.5, "mp4",
                      CLIP_SUBTITLES_URL="http://169.254.169.254/latest/subs.vtt")  # fmt: skip
     _fails(run_worker(env, tmp_path), "ForbiddenAddress", 2)
+
+
+def test_animated_gif_preview_beside_the_clip(
+    sources: Sources, s3_server: Any, s3_bucket: str, tmp_path: Path
+) -> None:
+    """Issue 16's animated preview: 1 s from 0.5 s into the clip, 10 fps, 320 px wide."""
+    from tests.plugins.media import decoded_frames, media_duration
+
+    run, _ = _make(sources, s3_server, s3_bucket, tmp_path, "land.mp4", "mp4",
+                   CLIP_THUMBNAIL_FORMAT="gif", CLIP_THUMBNAIL_AT="0.5",
+                   CLIP_THUMBNAIL_SECONDS="1")  # fmt: skip
+    thumb = run.result["thumbnail"]
+    assert thumb["contentType"] == "image/gif" and thumb["durationSeconds"] == 1.0
+    obj = s3_server.client().get_object(Bucket=s3_bucket, Key=thumb["key"])
+    preview = tmp_path / "preview.gif"
+    preview.write_bytes(obj["Body"].read())
+    assert (thumb["width"], thumb["height"]) == (320, 180)
+    assert 9 <= decoded_frames(preview) <= 11 and abs(media_duration(preview) - 1.0) <= 0.11

@@ -58,7 +58,9 @@ def test_options_parse() -> None:
         ({"CLIP_LOUDNESS_TARGET": "loud"}, "must be a number"),
         ({"CLIP_OUTPUT_FORMAT": "mp3", "CLIP_CAPTION_TOP": "a"}, "need video"),
         ({"CLIP_OUTPUT_FORMAT": "gif", "CLIP_LOUDNESS_TARGET": "-14"}, "needs audio"),
-        ({"CLIP_THUMBNAIL_FORMAT": "png"}, "jpeg or webp"),
+        ({"CLIP_THUMBNAIL_FORMAT": "png"}, "jpeg, webp or gif"),
+        ({"CLIP_THUMBNAIL_FORMAT": "jpeg", "CLIP_THUMBNAIL_SECONDS": "2"}, "format gif) only"),
+        ({"CLIP_THUMBNAIL_FORMAT": "gif", "CLIP_THUMBNAIL_SECONDS": "30"}, "between 0.5 and 10"),
         ({"CLIP_WATERMARK_URL": "file:///etc/passwd"}, "CLIP_WATERMARK_URL must be an http(s)"),
         ({"CLIP_WATERMARK_POSITION": "top-left"}, "without CLIP_WATERMARK_URL"),
         (
@@ -303,3 +305,9 @@ def test_bad_subtitle_options(extra: dict[str, str], text: str) -> None:
     with pytest.raises(WorkerError) as info:
         _cfg(**extra)
     assert text in info.value.message
+
+
+def test_animated_preview_ends_with_the_clip() -> None:
+    thumb = _cfg(CLIP_THUMBNAIL_FORMAT="gif", CLIP_THUMBNAIL_AT="1.5").thumbnail
+    assert thumb and thumb.seconds == 0.5 and thumb.key == "k.mp4.thumb.gif"  # clip is 2 s
+    assert _cfg(CLIP_THUMBNAIL_FORMAT="gif").thumbnail.seconds == 2.0  # type: ignore[union-attr]
