@@ -100,8 +100,8 @@ def resolve_bucket(spec: ClipJobSpec, config: OperatorConfig) -> str | None:
     return config.s3_bucket
 
 
-THUMBNAIL_EXTENSIONS = {"jpeg": "jpg", "webp": "webp"}
-THUMBNAIL_TYPES = {"jpeg": "image/jpeg", "webp": "image/webp"}
+THUMBNAIL_EXTENSIONS = {"jpeg": "jpg", "webp": "webp", "gif": "gif"}
+THUMBNAIL_TYPES = {"jpeg": "image/jpeg", "webp": "image/webp", "gif": "image/gif"}
 
 
 PROGRESS_EVERY_SECONDS = 5  # the worker writes its progress object at most this often
@@ -110,6 +110,10 @@ PROGRESS_EVERY_SECONDS = 5  # the worker writes its progress object at most this
 def progress_key(clip_key: str) -> str:
     """The worker's progress object (long clips), beside the clip."""
     return f"{clip_key}.progress.json"
+
+
+def _seconds(value: float | None) -> str | None:
+    return None if value is None else format_seconds(value)
 
 
 def thumbnail_key(clip_key: str, spec: ClipJobSpec) -> str | None:
@@ -184,6 +188,7 @@ def _env(
             ("CLIP_THUMBNAIL_FORMAT", spec.thumbnail.format),
             ("CLIP_THUMBNAIL_AT", format_seconds(spec.thumbnail.at_seconds)),
             ("CLIP_THUMBNAIL_KEY", thumbnail_key(clip_key, spec)),
+            ("CLIP_THUMBNAIL_SECONDS", _seconds(spec.thumbnail.duration_seconds)),
         ]
     if upload is not None:
         plain += [

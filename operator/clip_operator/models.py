@@ -145,8 +145,15 @@ class Watermark(_Model):
 
 
 class Thumbnail(_Model):
-    format: Literal["jpeg", "webp"] = "jpeg"
+    format: Literal["jpeg", "webp", "gif"] = "jpeg"
     at_seconds: float = Field(default=0.0, ge=0, le=MAX_CLIP_SECONDS)
+    duration_seconds: float | None = Field(default=None, ge=0.5, le=10)
+
+    @model_validator(mode="after")
+    def _preview_only(self) -> Thumbnail:
+        if self.duration_seconds is not None and self.format != "gif":
+            raise ValueError("thumbnail.durationSeconds is for the animated preview (gif) only")
+        return self
 
 
 class Captions(_Model):
@@ -293,6 +300,7 @@ class ThumbnailStatus(_Model):
     height: int | None = None
     size_bytes: int | None = None
     at_seconds: float | None = None
+    duration_seconds: float | None = None
 
 
 class LoudnessStatus(_Model):

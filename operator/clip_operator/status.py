@@ -231,7 +231,7 @@ def build_conditions(
 _LOUDNESS = ("targetLufs", "integratedLufs", "rangeLu", "truePeakDbtp")
 _THUMBNAIL: dict[str, type | tuple[type, ...]] = {
     "key": str, "contentType": str, "width": int, "height": int, "sizeBytes": int,
-    "atSeconds": (int, float),
+    "atSeconds": (int, float), "durationSeconds": (int, float),
 }  # fmt: skip
 
 

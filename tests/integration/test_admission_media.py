@@ -99,6 +99,12 @@ THUMBNAIL_INVALID = [
      "spec.thumbnail.atSeconds", "must be inside the clip"),
     ("thumb-mp3", {"thumbnail": {}, "output": {"format": "mp3"}}, "spec.thumbnail",
      "needs video"),
+    ("preview-jpeg", {"thumbnail": {"format": "jpeg", "durationSeconds": 2}},
+     "spec.thumbnail.durationSeconds", "animated preview (format gif) only"),
+    ("preview-zero", {"thumbnail": {"format": "gif", "durationSeconds": 0}},
+     "spec.thumbnail.durationSeconds", "at least 0.5"),
+    ("preview-long", {"thumbnail": {"format": "gif", "durationSeconds": 11}},
+     "spec.thumbnail.durationSeconds", "less than or equal to 10"),
 ]  # fmt: skip
 
 
@@ -118,3 +124,4 @@ def test_thumbnail_defaults_and_an_in_range_time_are_accepted(kube: Any, namespa
     assert created["spec"]["thumbnail"] == {"format": "jpeg", "atSeconds": 0}
     create(kube, namespace, manifest("thumb-late", start="1:00", end="1:10",
                                      thumbnail={"format": "webp", "atSeconds": 9.96}))  # fmt: skip
+    create(kube, namespace, manifest("preview", thumbnail={"format": "gif", "durationSeconds": 2}))

@@ -34,6 +34,7 @@ def test_media_options_parse_with_defaults() -> None:
         ({"output": {"format": "gif", "loudness": {}}}, "loudness needs audio"),
         ({"output": {"loudness": {"targetLufs": -80}}}, "spec.output.loudness.targetLufs"),
         ({"thumbnail": {"format": "png"}}, "spec.thumbnail.format"),
+        ({"thumbnail": {"durationSeconds": 2}}, "durationSeconds is for the animated preview"),
         ({"subtitles": {}}, "exactly one of url and language"),
         ({"subtitles": {"url": "ftp://e.test/s.srt"}}, "subtitles.url must be an http(s)"),
         ({"subtitles": {"language": "en"}, "output": {"format": "mp3"}}, "subtitles need video"),
