@@ -127,7 +127,8 @@ EVENT_LOOP_LAG = Histogram(
 )
 LEADER = Gauge(
     "clip_operator_leader",
-    "1 while this replica holds the leader Lease and reconciles, 0 while it stands by.",
+    "1 while this replica reconciles (holds the leader Lease, or runs without leader "
+    "election), 0 while it stands by.",
 )
 LEADER_TRANSITIONS = Counter(
     "clip_operator_leader_transitions",

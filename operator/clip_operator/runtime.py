@@ -202,6 +202,7 @@ async def start(controller: Controller, elector: LeaderElector | None = None) ->
         asyncio.create_task(loop_lag(), name="loop-lag"),
     ]
     if elector is None:
+        metrics.LEADER.set(1)  # the only replica: it always reconciles
         return [*reconcilers(controller), *tasks]
     campaign = elector.run(lambda: lead(controller, elector.holds), _terminate)
     return [*tasks, asyncio.create_task(campaign, name="leader-election")]
