@@ -99,3 +99,39 @@ def test_animated_gif_preview_beside_the_clip(
     preview.write_bytes(obj["Body"].read())
     assert (thumb["width"], thumb["height"]) == (320, 180)
     assert 9 <= decoded_frames(preview) <= 11 and abs(media_duration(preview) - 1.0) <= 0.11
+
+
+def test_cjk_and_rtl_captions_fall_back_to_fonts_that_have_their_glyphs(
+    sources: Sources, s3_server: Any, s3_bucket: str, tmp_path: Path
+) -> None:
+    """The CJK caption is drawn with Droid Sans Fallback (real glyphs), not as DejaVu's
+    empty boxes: the worker's frame matches a local drawing with the font it picked and
+    differs from one forced to DejaVu; the Hebrew/French caption uses DejaVu."""
+    import subprocess
+
+    from clip_worker import fonts, options, overlay
+    from tests.plugins.media import psnr
+
+    if len(fonts.available()) < 2:
+        pytest.skip("CJK font missing: apt-get install fonts-droid-fallback (make deps)")
+    top, bottom = "日本語のミーム", "שלום Ça déjà"
+    _, clip = _make(sources, s3_server, s3_bucket, tmp_path, "marker.mp4", "mp4",
+                    CLIP_CAPTION_TOP=top, CLIP_CAPTION_BOTTOM=bottom)  # fmt: skip
+    made = _frame(clip, tmp_path / "made.png", 0.5)
+    source = _frame(sources.root / "marker.mp4", tmp_path / "source.png", 1.0)
+
+    def draw(out: Path, only: str | None = None) -> Path:
+        work = tmp_path / out.stem
+        work.mkdir()
+        chain = overlay.drawtext_filters(options.Captions(top, bottom), 640, 360, str(work))
+        if only:  # every caption in this one font (DejaVu has no CJK: empty boxes)
+            chain = [f.replace(fonts.FONT_FILES[1], only) for f in chain]
+        subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(source),
+                        "-vf", ",".join(chain), str(out)], check=True, timeout=60)  # fmt: skip
+        return out
+
+    picked = draw(tmp_path / "picked.png")
+    boxes = draw(tmp_path / "boxes.png", fonts.FONT_FILES[0])
+    assert fonts.pick(top).path == fonts.FONT_FILES[1]
+    assert fonts.pick(bottom).path == fonts.FONT_FILES[0]
+    assert psnr(picked, made) > psnr(boxes, made) + 3, (psnr(picked, made), psnr(boxes, made))
