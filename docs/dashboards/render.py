@@ -332,7 +332,9 @@ def render(
         elif kind == "heatmap":
             target = panel["targets"][0]
             tstep, tvalues = target_step(target, step, values)
-            result = prom.query_range(substitute(target["expr"], tvalues), start, end, tstep)
+            # Cells of a longer min interval on Grafana's step grid, the last one holding `end`.
+            first, last = tstep * math.floor(start / tstep), tstep * math.ceil(end / tstep)
+            result = prom.query_range(substitute(target["expr"], tvalues), first, last, tstep)
             n = len(result)
             draw_heatmap(ax, panel, result)
         else:

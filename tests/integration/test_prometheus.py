@@ -329,10 +329,14 @@ def test_dashboards_and_alerts_on_real_prometheus(
             "__interval": f"{int(SCRAPE_SECONDS)}s",
             "__range": window,
             "job": JOB,
+            "cluster": ".*",  # the dashboards' default, All: no cluster label here
+            "namespace": ".*",  # nor a target namespace (a ServiceMonitor would add one)
         }
         for panel in [p for top in dashboard["panels"] for p in [top, *top.get("panels", [])]]:
             for target in panel.get("targets", []):
-                expr = substitute(target["expr"], variables)
+                # Grafana's $__interval is at least the target's min interval.
+                floor = {"__interval": target["interval"]} if target.get("interval") else {}
+                expr = substitute(target["expr"], {**variables, **floor})
                 if target.get("instant"):
                     result = prom.query(expr, at=end)
                 else:
