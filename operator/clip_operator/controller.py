@@ -199,7 +199,9 @@ class Controller(FactFinder):
             if Act.CREATE_JOB in plan.actions and upload is not None:
                 if plan.status and not (cj.get("status") or {}).get("jobName"):
                     _count_dedupe(dict(cj.get("status") or {}), plan)
-                    await self._write(cj, plan.status)  # the name first: never two Jobs
+                    first = not (cj.get("status") or {}).get("queuedAt")
+                    if await self._write(cj, plan.status) and first:  # the name first
+                        metrics.JOBS_QUEUED_TOTAL.inc()  # accepted straight into a slot
                     if uid not in self.cache.clipjobs:
                         return Result()
                     cj = self.cache.clipjobs[uid]

@@ -363,6 +363,8 @@ def test_monitoring_values_render_service_monitor_rules_and_dashboards() -> None
     service = one(docs, "Service")
     assert sm["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert sm["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
+    # The per-namespace gauges keep their `namespace` label (not exported_namespace).
+    assert sm["spec"]["endpoints"][0]["honorLabels"] is True
     # Prometheus names the job after the Service label jobLabel points at: alerts match it.
     job = service["metadata"]["labels"][sm["spec"]["jobLabel"]]
     assert alert_job_regex().fullmatch(job), job
@@ -390,6 +392,7 @@ def test_pod_monitor_with_custom_sidecar_label() -> None:
     pm = one(docs, "PodMonitor")
     assert not by_kind(docs, "ServiceMonitor") and not by_kind(docs, "Service")
     assert pm["metadata"]["labels"]["release"] == "prometheus"
+    assert pm["spec"]["podMetricsEndpoints"][0]["honorLabels"] is True
     pod_labels = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
     assert pm["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
     assert alert_job_regex().fullmatch(pod_labels[pm["spec"]["jobLabel"]])

@@ -343,3 +343,28 @@ def test_the_job_name_is_recorded_before_the_create_and_a_kill_between_is_safe()
         assert kube3.created == [f"ns/{job}"]
 
     asyncio.run(main())
+
+
+def test_every_accepted_clipjob_is_counted_queued_once_even_straight_into_a_slot() -> None:
+    from clip_operator import metrics
+
+    def queued() -> float:
+        return float(metrics.JOBS_QUEUED_TOTAL._value.get())
+
+    async def main() -> None:
+        ctl, kube, _ = make(limit=1)
+        ctl.clipjob_event("ADDED", clipjob("fast", "ns", 0))  # a free slot: no wait
+        await drain(ctl)
+        second = clipjob("slow", "ns", 1)
+        second["spec"] = {**SPEC, "end": "20"}
+        ctl.clipjob_event("ADDED", second)  # waits for the slot first
+        await drain(ctl)
+        for _ in range(3):  # more reconciles count nothing more
+            ctl.queue.add("uid-fast")
+            ctl.queue.add("uid-slow")
+            await drain(ctl)
+        assert len(kube.created) == 1
+
+    before = queued()
+    asyncio.run(main())
+    assert queued() - before == 2
