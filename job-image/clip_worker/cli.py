@@ -19,6 +19,7 @@ from clip_worker import config, probe, process, subtitles, thumbnail, verify, wa
 from clip_worker.cut import CONTENT_TYPES, CutResult, cut
 from clip_worker.fetch import ContainerMismatch, download, upstream_failure
 from clip_worker.options import Subtitles
+from clip_worker.progress import Reporter
 from clip_worker.proxy import EgressProxy
 from clip_worker.resolve import Source, resolve
 from clip_worker.result import (
@@ -146,8 +147,10 @@ def _subtitle_url(wanted: Subtitles, source: Source) -> str:
     return match
 
 
-def run_clip(cfg: config.Config, work: str) -> dict[str, Any]:
+def run_clip(cfg: config.Config, work: str, progress: Reporter | None = None) -> dict[str, Any]:
     """Do the whole job in `work`; return the success result object."""
+    progress = progress or Reporter(None)
+    progress.phase("Resolving")
     clock = _Clock()
     with EgressProxy(cfg.allow_private_networks, cfg.network_timeout, cfg.allow_ports) as proxy:
         try:
@@ -165,6 +168,7 @@ def run_clip(cfg: config.Config, work: str) -> dict[str, Any]:
             f"{source.duration:.3f} s" if source.duration else "unknown", clock.lap("resolve"),
         )  # fmt: skip
         _check_start(cfg, source.duration)
+        progress.phase("Downloading")
         image = None
         if cfg.watermark:  # through the same egress guard as the source, before the download
             try:
@@ -196,6 +200,7 @@ def run_clip(cfg: config.Config, work: str) -> dict[str, Any]:
             _check_start(cfg, duration)
         fetched = proxy.bytes_received()
         log.info("downloaded: %d bytes fetched (%.2f s)", fetched, clock.lap("download"))
+    progress.phase("Encoding")
     if made is None:
         # The segment's own timeline (see fetch.Fetched.shift).
         on_segment = replace(cfg, start=cfg.start + shift, end=cfg.end + shift)
@@ -210,6 +215,7 @@ def run_clip(cfg: config.Config, work: str) -> dict[str, Any]:
         still = thumbnail.make(cfg, cfg.thumbnail, made.path, work)
         clock.phases["encode"] += clock.lap("thumbnail")
     content_type = CONTENT_TYPES[cfg.output_format]
+    progress.phase("Uploading")
     try:
         client = s3_client.result()
     except Exception:
@@ -296,10 +302,12 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
     work: str | None = None
     if env is None:
         signal.signal(signal.SIGTERM, _on_sigterm)
+    progress = Reporter(None)
     try:
         cfg = config.load(environ)
         work = _work_dir(cfg)
-        result = run_clip(cfg, work)
+        progress = Reporter.from_env(environ, cfg.network_timeout).start()
+        result = run_clip(cfg, work, progress)
         text = success_json(result)
         put_result(cfg, text)
         write_termination_log(termination_log, text)
@@ -318,5 +326,6 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
         write_termination_log(termination_log, failure_json(Reason.INTERNAL_ERROR, message))
         return 1
     finally:
+        progress.stop()
         if work:
             shutil.rmtree(work, ignore_errors=True)

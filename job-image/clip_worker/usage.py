@@ -19,6 +19,8 @@ required:
 optional:
   CLIP_UPLOAD_HEADERS           JSON of the headers the upload URL signs
   CLIP_RESULT_URL               presigned PUT URL for <key>.result.json
+  CLIP_PROGRESS_URL             presigned PUT URL for <key>.progress.json (long clips; optional)
+  CLIP_PROGRESS_EVERY           seconds between progress writes (default 5)
   CLIP_SOURCE_FORMAT            yt-dlp format selector
   CLIP_OUTPUT_FORMAT            mp4 | webm | gif | mp3 (default mp4)
   CLIP_MODE                     accurate | fast (default accurate)

@@ -206,3 +206,21 @@ def test_upload_host_is_allowed_for_the_upload_only(
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_progress_is_put_beside_the_clip_through_its_presigned_url(
+    media: MediaSet, media_server: MediaHTTPServer, s3_server: S3Server, s3_bucket: str,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    progress = _presign(
+        s3_server, s3_bucket, KEY + ".progress.json", ContentType="application/json"
+    )
+    run = _run(media, media_server, tmp_path, s3_bucket, _clip_url(s3_server, s3_bucket),
+               _result_url(s3_server, s3_bucket),
+               {"CLIP_PROGRESS_URL": progress, "CLIP_PROGRESS_EVERY": "1"})  # fmt: skip
+    assert run.returncode == 0, f"{run.result} {run.stderr[-2000:]}"
+    assert progress.partition("?")[2].split("X-Amz-Signature=")[-1] not in run.stderr
+    stored = s3_server.client().get_object(Bucket=s3_bucket, Key=KEY + ".progress.json")
+    report = json.loads(stored["Body"].read())
+    assert report["phase"] in ("Resolving", "Downloading", "Encoding", "Uploading")
+    assert report["percent"] in (0, 5, 45, 90) and report["updatedAt"].endswith("Z")
