@@ -261,6 +261,8 @@ class Presigner:
             client = self._client(settings)
             delete_object(client, bucket, key)
             delete_object(client, bucket, result_key(key))
+            if 0 < self.config.progress_min_clip_seconds <= spec.duration_seconds:
+                delete_object(client, bucket, progress_key(key))
             thumb_key = thumbnail_key(key, spec)
             if thumb_key:
                 delete_object(client, bucket, thumb_key)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.clipjobs import create, get, manifest, wait_for, wait_phase
+from tests.clipjobs import create, get, gone, manifest, wait_for, wait_phase
 from tests.integration.test_dedupe import put
 from tests.integration.test_operator import job_for, start_with_s3
 from tests.kubelet_sim import env_of, run_pod, start_pod, success_message, wait_for_pod
@@ -27,7 +27,7 @@ def test_a_long_clip_shows_the_workers_progress(
     kube: Any, namespace: str, operator_factory: Any, s3_server: Any, s3_bucket: str
 ) -> None:
     start_with_s3(operator_factory, s3_server, s3_bucket)
-    create(kube, namespace, manifest("long", start="0", end="120"))
+    create(kube, namespace, manifest("long", start="0", end="120", deletionPolicy="Delete"))
     create(kube, namespace, manifest("short", start="0", end="10"))
     pod = wait_for_pod(kube, namespace, job_for(kube, namespace, "long").metadata.name)
     env = env_of(pod)
@@ -50,3 +50,13 @@ def test_a_long_clip_shows_the_workers_progress(
     run_pod(kube, pod, 0, success_message(pod))
     done = wait_phase(kube, namespace, "long", "Succeeded")
     assert "progress" not in done["status"]
+    # deletionPolicy Delete removes the progress object with the clip.
+    s3 = s3_server.client()
+    key = done["status"]["output"]["key"] + ".progress.json"
+    assert s3.head_object(Bucket=s3_bucket, Key=key)
+    kube.custom.delete_namespaced_custom_object(
+        "mememaker.io", "v1alpha1", namespace, "clipjobs", "long"
+    )
+    wait_for("ClipJob deleted", lambda: gone(kube, namespace, "long"))
+    listed = s3.list_objects_v2(Bucket=s3_bucket).get("Contents", [])
+    assert key not in [o["Key"] for o in listed]
