@@ -65,7 +65,9 @@ def test_hostile_but_printable_caption_is_accepted_as_written(kube: Any, namespa
 
 def test_explain_covers_the_media_options(kube: Any) -> None:
     for path in ("clipjob.spec.captions.top", "clipjob.spec.output.crop.aspect",
-                 "clipjob.spec.output.loudness.targetLufs"):  # fmt: skip
+                 "clipjob.spec.output.loudness.targetLufs", "clipjob.spec.thumbnail.format",
+                 "clipjob.spec.watermark.opacity", "clipjob.spec.subtitles.language",
+                 "clipjob.status.thumbnailUrl", "clipjob.status.output.loudness"):  # fmt: skip
         out = kube.run_kubectl("explain", path)
         assert out.returncode == 0 and "DESCRIPTION" in out.stdout.upper(), out.stderr
 
