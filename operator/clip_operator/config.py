@@ -179,10 +179,10 @@ class OperatorConfig(BaseModel):
         default=None, description="Namespace of the Lease; default: the operator Pod's own"
     )
     lease_duration_seconds: float = Field(
-        default=15, ge=1, le=300, description="A standby takes over a Lease not renewed this long"
+        default=12, ge=1, le=300, description="A standby takes over a Lease not renewed this long"
     )
     renew_deadline_seconds: float = Field(
-        default=10, gt=0, description="The leader steps down when it cannot renew for this long"
+        default=8, gt=0, description="The leader steps down when it cannot renew for this long"
     )
     retry_period_seconds: float = Field(
         default=2, gt=0, description="How often the leader renews and a standby tries to acquire"

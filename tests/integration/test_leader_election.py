@@ -1,7 +1,7 @@
 """Two operator replicas on one Lease (issue 18): one reconciles, the other takes over.
 
 Real `clip-operator run` processes (tests/plugins/cluster.py) with leader election on the
-chart's settings (lease 15 s, renew deadline 10 s, retry 2 s), on a real kube-apiserver.
+chart's settings (lease 12 s, renew deadline 8 s, retry 2 s), on a real kube-apiserver.
 Pods are run to completion by tests/kubelet_sim.py; every Job ever created is counted by
 the fault tier's JobLedger, and ClipJobs lost or duplicated by its Scenario.
 
@@ -22,7 +22,7 @@ from tests.faults.ledger import JobLedger, Scenario, wait_until
 from tests.kubelet_sim import Kubelet
 
 LEASE = "clip-operator"
-LEASE_SECONDS = 15.0
+LEASE_SECONDS = 12.0
 # A SIGKILLed leader renewed at most one retry period (2 s) before it died; the standby
 # takes the Lease one lease duration after it saw that renewal, which it reads every 0.5 s:
 # at most 15.5 s after the kill. Its first Job follows after a resync and a reconcile
