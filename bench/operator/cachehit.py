@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,10 +21,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.operator.run import REPO, cleanup_namespace, pct, wait_default_sa
+from bench.operator.run import cleanup_namespace, local_kube, pct, wait_default_sa
 from tests.clipjobs import create, get, manifest
 from tests.integration.test_dedupe import CLIP, download, make_clip
-from tests.plugins.cluster import Kube, OperatorProcess, free_port
+from tests.plugins.cluster import OperatorProcess, free_port
 from tests.plugins.s3 import (
     DEFAULT_ACCESS_KEY,
     DEFAULT_SECRET_KEY,
@@ -48,12 +47,7 @@ def main() -> None:
     parser.add_argument("--hits", type=int, default=20)
     parser.add_argument("--out", default="bench/operator/cachehit.json")
     args = parser.parse_args()
-    subprocess.run([str(REPO / "hack" / "cluster"), "up"], check=True, stdout=subprocess.DEVNULL)
-    env_out = subprocess.run(
-        [str(REPO / "hack" / "cluster"), "env"], capture_output=True, text=True
-    ).stdout
-    kubeconfig = next(x.split("=", 1)[1] for x in env_out.splitlines() if "KUBECONFIG" in x)
-    kube = Kube(kubeconfig, "kubectl")
+    kube = local_kube()
     root = Path(tempfile.mkdtemp(prefix="cachehit-"))
     s3proc, endpoint = _start(_versitygw_binary(), root, root / "versitygw.log")
     ns = f"cachehit-{uuid.uuid4().hex[:6]}"
@@ -73,7 +67,7 @@ def main() -> None:
     s3.create_bucket(Bucket="bench")
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLIP_OPERATOR_")}
     env.update(
-        KUBECONFIG=kubeconfig,
+        KUBECONFIG=kube.kubeconfig,
         CLIP_OPERATOR_S3_BUCKET="bench",
         CLIP_OPERATOR_DEDUPE="Namespace",
         CLIP_OPERATOR_S3_ENDPOINT=endpoint,

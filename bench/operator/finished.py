@@ -37,6 +37,7 @@ from typing import Any
 from bench.operator.run import (
     REPO,
     cleanup_namespace,
+    local_kube,
     proc_stats,
     start_operator,
     wait_default_sa,
@@ -173,14 +174,7 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=120)
     parser.add_argument("--out", default="bench/operator/finished.json")
     args = parser.parse_args()
-    import subprocess
-
-    subprocess.run([str(REPO / "hack" / "cluster"), "up"], check=True, stdout=subprocess.DEVNULL)
-    env_out = subprocess.run(
-        [str(REPO / "hack" / "cluster"), "env"], capture_output=True, text=True
-    ).stdout
-    kubeconfig = next(x.split("=", 1)[1] for x in env_out.splitlines() if "KUBECONFIG" in x)
-    kube = Kube(kubeconfig, "kubectl")
+    kube = local_kube()
     workdir = Path(os.environ.get("CLUSTER_DIR") or REPO / ".cluster") / "bench"
     workdir.mkdir(parents=True, exist_ok=True)
     ns = f"finished-{uuid.uuid4().hex[:6]}"

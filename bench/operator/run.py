@@ -419,6 +419,18 @@ def cleanup_namespace(kube: Kube, ns: str) -> None:
         print(f"cleanup {ns}: {exc}", file=sys.stderr)
 
 
+def local_kube() -> Kube:
+    """The local control plane (hack/cluster, its environment's ports), started if needed."""
+    subprocess.run([str(REPO / "hack" / "cluster"), "up"], check=True, stdout=subprocess.DEVNULL)
+    env_out = subprocess.run(
+        [str(REPO / "hack" / "cluster"), "env"], capture_output=True, text=True
+    ).stdout
+    kubeconfig = next(
+        line.split("=", 1)[1] for line in env_out.splitlines() if "KUBECONFIG" in line
+    )
+    return Kube(kubeconfig, "kubectl")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--burst", type=int, action="append", default=[], help="N ClipJobs at once")
@@ -428,14 +440,7 @@ def main() -> None:
     parser.add_argument("--out", default="bench/operator/results.json")
     parser.add_argument("--tag", default="current")
     args = parser.parse_args()
-    subprocess.run([str(REPO / "hack" / "cluster"), "up"], check=True, stdout=subprocess.DEVNULL)
-    env_out = subprocess.run(
-        [str(REPO / "hack" / "cluster"), "env"], capture_output=True, text=True
-    ).stdout
-    kubeconfig = next(
-        line.split("=", 1)[1] for line in env_out.splitlines() if "KUBECONFIG" in line
-    )
-    kube = Kube(kubeconfig, "kubectl")
+    kube = local_kube()
     settings = dict(s.split("=", 1) for s in args.setting)
     workdir = Path(os.environ.get("CLUSTER_DIR") or REPO / ".cluster") / "bench"
     workdir.mkdir(parents=True, exist_ok=True)
