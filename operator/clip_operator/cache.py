@@ -12,7 +12,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-_JOB_META = ("name", "namespace", "uid", "labels", "ownerReferences", "creationTimestamp")
+_JOB_META = (
+    "name",
+    "namespace",
+    "uid",
+    "labels",
+    "ownerReferences",
+    "creationTimestamp",
+    "resourceVersion",
+)
 _JOB_SPEC = ("ttlSecondsAfterFinished",)
 
 
@@ -89,6 +97,16 @@ class Cache:
     # -- Jobs -----------------------------------------------------------------------------
 
     def put_job(self, owner: str, job: dict[str, Any]) -> None:
+        """Keep the newest state of the owner's Job: a create call's answer can arrive after
+        the watch already brought a later version (the Job controller's first sync)."""
+        current = self.jobs.get(owner)
+        uid = (job.get("metadata") or {}).get("uid")
+        if (
+            current is not None
+            and current["metadata"].get("uid") == uid
+            and _rv(current) > _rv(job)
+        ):
+            return
         self.jobs[owner] = slim_job(job)
         self.touched["job/" + owner] = self.clock()
 

@@ -368,3 +368,20 @@ def test_every_accepted_clipjob_is_counted_queued_once_even_straight_into_a_slot
     before = queued()
     asyncio.run(main())
     assert queued() - before == 2
+
+
+def test_a_late_create_answer_never_replaces_a_newer_job_from_the_watch() -> None:
+    """The Job controller's first sync (e.g. Suspended) can be watched before the create
+    call returns; the older create answer must not hide it (nothing else would come)."""
+    from clip_operator.cache import Cache
+
+    cache = Cache()
+    meta = {"name": "j", "namespace": "ns", "uid": "j1"}
+    newer = {"metadata": {**meta, "resourceVersion": "12"}, "status": {"conditions": [1]}}
+    older = {"metadata": {**meta, "resourceVersion": "11"}, "status": {}}
+    cache.put_job("owner", newer)
+    cache.put_job("owner", older)
+    assert cache.jobs["owner"]["status"] == {"conditions": [1]}
+    other = {"metadata": {**meta, "uid": "j2", "resourceVersion": "5"}, "status": {}}
+    cache.put_job("owner", other)  # another Job of the owner replaces it whatever its version
+    assert cache.jobs["owner"]["metadata"]["uid"] == "j2"
