@@ -21,11 +21,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
 
+from bench.operator.run import wait_healthy
 from tests.clipjobs import create, get, manifest
 from tests.kubelet_sim import finish_pod, start_pod, success_message, wait_for_pod
 
@@ -78,15 +78,7 @@ def start_operator(src: Path, ns: str, health: int, log: Path) -> subprocess.Pop
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{health}/healthz", timeout=1):
-                return proc
-        except OSError:
-            time.sleep(0.2)
-    proc.kill()
-    raise SystemExit(f"operator from {src} not healthy:\n{log.read_text()[-2000:]}")
+    return wait_healthy(proc, health, f"from {src}: {log}")
 
 
 def ready(obj: dict[str, Any]) -> bool:

@@ -225,15 +225,22 @@ def start_operator(
         stderr=subprocess.STDOUT,
     )
     proc.metrics_port = metrics_port  # type: ignore[attr-defined]
-    deadline = time.monotonic() + 60
+    return wait_healthy(proc, health, f"see {log_path}")
+
+
+def wait_healthy(
+    proc: subprocess.Popen[bytes], health_port: int, why: str, timeout: float = 60
+) -> subprocess.Popen[bytes]:
+    """Wait for the operator's /healthz; kill it and stop the bench if it never answers."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{health}/healthz", timeout=1):
+            with urllib.request.urlopen(f"http://127.0.0.1:{health_port}/healthz", timeout=1):
                 return proc
         except OSError:
             time.sleep(0.2)
     proc.kill()
-    raise SystemExit(f"operator did not become healthy; see {log_path}")
+    raise SystemExit(f"operator did not become healthy; {why}")
 
 
 def histogram_quantiles(text: str, name: str) -> dict[str, float]:

@@ -33,7 +33,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from bench.operator.run import wait_healthy  # noqa: E402
 from bench.traffic import plan as schedule  # noqa: E402
 from tests.kubelet_sim import env_of, finish_pod, start_pod, success_message  # noqa: E402
 from tests.plugins.cluster import Kube  # noqa: E402
@@ -177,15 +177,7 @@ def start_operator(
     for ns in namespaces:
         cmd += ["--namespace", ns]
     proc = subprocess.Popen(cmd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{health_port}/healthz", timeout=1):
-                return proc
-        except OSError:
-            time.sleep(0.3)
-    proc.kill()
-    raise SystemExit(f"operator did not become healthy; see {log}")
+    return wait_healthy(proc, health_port, f"see {log}")
 
 
 def create(kube: Kube, a: schedule.Arrival, namespace: str, errors: list[str]) -> None:
