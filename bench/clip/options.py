@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.clip.run import write_section
 from tests.mediaserver import MediaHTTPServer
 from tests.plugins.media import cache_root
 
@@ -175,20 +176,6 @@ def render(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace (or append) this benchmark's own section, leaving every other one alone."""
-    text = path.read_text() if path.exists() else "# Benchmark results\n\n"
-    lines = text.splitlines(keepends=True)
-    begin = next((i for i, ln in enumerate(lines) if ln.strip() == SECTION), None)
-    if begin is None:
-        path.write_text(text.rstrip("\n") + "\n\n" + section)
-        return
-    end = next((i for i in range(begin + 1, len(lines)) if lines[i].startswith("## ")),
-               len(lines))  # fmt: skip
-    tail = "".join(lines[end:])
-    path.write_text("".join(lines[:begin]) + section + ("\n" + tail if tail else ""))
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -200,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     text = render(data)
     print(text)
     if not args.no_write:
-        write_section(RESULTS, text)
+        write_section(RESULTS, text, SECTION)
     return 0
 
 

@@ -325,11 +325,11 @@ def render(outcomes: list[Outcome], ctx: dict[str, Any], command: str, rounds: i
     return "\n".join(lines)
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace (or append) the "## clip" section, leaving every other section alone."""
+def write_section(path: Path, section: str, title: str = "## clip") -> None:
+    """Replace (or append) the section headed `title`, leaving every other section alone."""
     text = path.read_text() if path.exists() else "# Benchmark results\n\n"
     lines = text.splitlines(keepends=True)
-    begin = next((i for i, ln in enumerate(lines) if ln.strip() == "## clip"), None)
+    begin = next((i for i, ln in enumerate(lines) if ln.strip() == title), None)
     if begin is None:
         text = text.rstrip("\n") + "\n\n" + section
     else:
