@@ -11,10 +11,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from pydantic import ValidationError
+
 from .builders import job_name, ref_of
 from .cache import job_finished
 from .lifecycle import deleting, end_of_life, expired, keep_url
-from .models import TERMINAL_PHASES, ClipJobSpec, InvalidSpec, Phase, parse_spec
+from .models import TERMINAL_PHASES, ClipJobSpec, InvalidSpec, Phase, Progress, parse_spec
 from .notify import notification_settled, notify_step
 from .outcomes import (
     POD_CHECK_AFTER,
@@ -38,17 +40,15 @@ TWIN_CHECK_EVERY = 30.0  # the twin's end wakes its waiters; this is the safety 
 
 
 PROGRESS_CHECK_EVERY = 10.0  # a long clip's progress object is read this often
-PROGRESS_PHASES = ("Resolving", "Downloading", "Encoding", "Uploading")
 
 
 def reported_progress(found: dict[str, Any]) -> dict[str, Any] | None:
-    """The worker's progress object, checked: {phase, percent, updatedAt} or None."""
-    phase, percent, when = found.get("phase"), found.get("percent"), found.get("updatedAt")
-    if phase not in PROGRESS_PHASES or not isinstance(when, str) or len(when) > 40:
+    """The worker's progress object checked against status.progress's model, or None."""
+    shown = {k: found.get(k) for k in ("phase", "percent", "updatedAt")}
+    try:
+        return Progress.model_validate(shown).to_kubernetes()
+    except ValidationError:
         return None
-    if not isinstance(percent, int) or isinstance(percent, bool) or not 0 <= percent <= 100:
-        return None
-    return {"phase": phase, "percent": percent, "updatedAt": when}
 
 
 KUEUE_CHECK_EVERY = 30.0  # Kueue's reason lives on its Workload, which we do not watch

@@ -344,8 +344,8 @@ class NotificationStatus(_Model):
 
 class Progress(_Model):
     phase: Literal["Resolving", "Downloading", "Encoding", "Uploading"]
-    percent: int = Field(ge=0, le=100)
-    updated_at: str
+    percent: int = Field(ge=0, le=100, strict=True)
+    updated_at: str = Field(max_length=40)
 
 
 class ClipJobStatus(_Model):
