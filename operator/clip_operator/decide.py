@@ -34,6 +34,7 @@ from .status import (
     now_iso,
     observe_job,
     parse_time,
+    true_condition,
 )
 
 TWIN_CHECK_EVERY = 30.0  # the twin's end wakes its waiters; this is the safety net
@@ -52,13 +53,6 @@ def reported_progress(found: dict[str, Any]) -> dict[str, Any] | None:
 
 
 KUEUE_CHECK_EVERY = 30.0  # Kueue's reason lives on its Workload, which we do not watch
-
-
-def _suspended(job: dict[str, Any]) -> bool:
-    for cond in (job.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == "Suspended" and cond.get("status") == "True":
-            return True
-    return False
 
 
 def decide(
@@ -104,7 +98,7 @@ def _finished(
     """A finished ClipJob: keep its URL fresh until its end of life, then delete it."""
     eol = end_of_life(cj, settings, now)
     if eol is not None and now >= eol and notification_settled(cj, settings, now):
-        return expired(cj, eol)
+        return expired(cj, settings)
     if phase == Phase.SUCCEEDED.value:
         plan = keep_url(cj, facts, now, settings)
     else:
@@ -290,7 +284,7 @@ def _with_job(
             settings,
         )
     reason, message = obs.reason, obs.message
-    if _suspended(job) and obs.phase == Phase.QUEUED:
+    if true_condition(job, "Suspended") and obs.phase == Phase.QUEUED:
         if facts.kueue is None:
             return Plan(need=Need.KUEUE)
         reason = "WaitingForKueue"

@@ -65,7 +65,8 @@ class JobObservation:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _condition(job: dict[str, Any], kind: str) -> dict[str, Any] | None:
+def true_condition(job: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    """The Job's condition `kind` when it is True (None otherwise)."""
     for cond in (job.get("status") or {}).get("conditions") or []:
         if cond.get("type") == kind and cond.get("status") == "True":
             return dict(cond)
@@ -113,8 +114,8 @@ def observe_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobObservati
         int(st.get("failed") or 0) + int(st.get("succeeded") or 0) + int(st.get("active") or 0)
     )
     start = st.get("startTime")
-    complete = _condition(job, "Complete") or _condition(job, "SuccessCriteriaMet")
-    if complete is not None and _condition(job, "Complete") is not None:
+    complete = true_condition(job, "Complete") or true_condition(job, "SuccessCriteriaMet")
+    if complete is not None and true_condition(job, "Complete") is not None:
         term = _latest_terminated(pods, exit_zero=True)
         result = parse_termination_message(term.get("message") if term else None)
         if result is None:
@@ -136,7 +137,7 @@ def observe_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobObservati
             st.get("completionTime") or complete.get("lastTransitionTime"),
             result,
         )
-    failed = _condition(job, "Failed")
+    failed = true_condition(job, "Failed")
     if failed is not None:
         job_reason = failed.get("reason") or "Failed"
         worker_reason, worker_message = _describe_failure(_latest_terminated(pods, exit_zero=False))
