@@ -51,18 +51,20 @@ class FactFinder:
         bucket = output.get("bucket") or resolve_bucket(spec, self.config) or ""
         return spec, bucket, output.get("key") or self._key(cj, ref, spec, bucket)
 
-    def _dedupes(self, spec: ClipJobSpec) -> bool:
-        return self.settings.dedupe != "Off" and spec.dedupe
+    def _content_addressed(self, cj: dict[str, Any], spec: ClipJobSpec) -> bool:
+        """Deduplicated, unless a Job made before dedupe was on (status has a jobName but no
+        cache verdict) uploads to the per-ClipJob key."""
+        if self.settings.dedupe == "Off" or not spec.dedupe:
+            return False
+        status = cj.get("status") or {}
+        return bool(status.get("cache") or not status.get("jobName"))
 
     def _digest(self, ref: ClipJobRef, spec: ClipJobSpec, bucket: str) -> str:
         endpoint = (spec.storage.endpoint if spec.storage else None) or self.config.s3_endpoint
         return content_digest(spec, ref.namespace, self.settings.dedupe, bucket, endpoint)
 
     def _key(self, cj: dict[str, Any], ref: ClipJobRef, spec: ClipJobSpec, bucket: str) -> str:
-        """Content-addressed when deduplicating, unless a Job made before that (status has a
-        jobName but no cache verdict) uploads to the per-ClipJob key."""
-        status = cj.get("status") or {}
-        if self._dedupes(spec) and (status.get("cache") or not status.get("jobName")):
+        if self._content_addressed(cj, spec):
             digest = self._digest(ref, spec, bucket)
             return content_key(spec, ref.namespace, self.settings.dedupe, digest)
         return object_key(ref, spec)
@@ -83,7 +85,7 @@ class FactFinder:
             spec = parse_spec(cj.get("spec"))
         except Exception:
             return set()  # an invalid spec fails on its own
-        if not spec.dedupe or (status.get("jobName") and not status.get("cache")):
+        if not self._content_addressed(cj, spec):
             return set()
         bucket = resolve_bucket(spec, self.config) or ""
         self.twins.add(uid, self._digest(ref_of(cj), spec, bucket))

@@ -13,26 +13,31 @@ from .status import build_conditions, now_iso, parse_time
 URL_RETRY_FLOOR = 30.0  # never plan a refresh sooner than this after a successful one
 
 
-def end_of_life(cj: dict[str, Any], settings: Settings, now: datetime) -> datetime | None:
-    """When a finished ClipJob is to be deleted (its TTL after finishing), or None: kept.
-
-    Read from the raw spec, so a ClipJob whose spec failed validation expires too.
-    Unfinished ClipJobs count from `now` (the caller is about to finish them)."""
+def _ttl(cj: dict[str, Any], settings: Settings) -> int | None:
+    """ttlSecondsAfterFinished, or the operator's default (None: kept). Read from the raw
+    spec, so a ClipJob whose spec failed validation expires too."""
     ttl = (cj.get("spec") or {}).get("ttlSecondsAfterFinished")
-    if not isinstance(ttl, int) or isinstance(ttl, bool) or ttl < 0:
-        ttl = settings.clipjob_ttl_seconds or None
+    if isinstance(ttl, int) and not isinstance(ttl, bool) and ttl >= 0:
+        return ttl
+    return settings.clipjob_ttl_seconds or None
+
+
+def end_of_life(cj: dict[str, Any], settings: Settings, now: datetime) -> datetime | None:
+    """When a finished ClipJob is to be deleted, or None: kept. Unfinished ClipJobs count
+    from `now` (the caller is about to finish them)."""
+    ttl = _ttl(cj, settings)
     if ttl is None:
         return None
     done = parse_time((cj.get("status") or {}).get("completionTime")) or now
     return done + timedelta(seconds=ttl)
 
 
-def expired(cj: dict[str, Any], eol: datetime) -> Plan:
+def expired(cj: dict[str, Any], settings: Settings) -> Plan:
     """A finished ClipJob past its time to live: delete it (objects per deletionPolicy)."""
-    ttl = int(
-        (eol - (parse_time((cj.get("status") or {}).get("completionTime")) or eol)).total_seconds()
+    message = (
+        f"deleting the ClipJob: it finished more than {_ttl(cj, settings)} s ago "
+        "(ttlSecondsAfterFinished)"
     )
-    message = f"deleting the ClipJob: it finished more than {ttl} s ago (ttlSecondsAfterFinished)"
     return Plan(actions=[Act.WITHDRAW, Act.DELETE_CLIPJOB], events=[("Normal", "Expired", message)])
 
 
