@@ -198,10 +198,7 @@ class Controller(FactFinder):
                 continue
             if Act.CREATE_JOB in plan.actions and upload is not None:
                 if plan.status and not (cj.get("status") or {}).get("jobName"):
-                    _count_dedupe(dict(cj.get("status") or {}), plan)
-                    first = not (cj.get("status") or {}).get("queuedAt")
-                    if await self._write(cj, plan.status) and first:  # the name first
-                        metrics.JOBS_QUEUED_TOTAL.inc()  # accepted straight into a slot
+                    await self._write(cj, plan.status)  # the name first: never two Jobs
                     if uid not in self.cache.clipjobs:
                         return Result()
                     cj = self.cache.clipjobs[uid]
@@ -240,9 +237,7 @@ class Controller(FactFinder):
 
     async def _carry_out(self, cj: dict[str, Any], ref: ClipJobRef, plan: Plan) -> Result:
         uid = ref.uid
-        earlier = dict(cj.get("status") or {})  # the write below updates cj in place
-        before = earlier.get("phase")
-        first_queued = not (cj.get("status") or {}).get("queuedAt")
+        before = (cj.get("status") or {}).get("phase")
         changed = True
         if plan.url_secret is not None:  # before status: Ready only once the URL is there
             await self._write_url_secret(cj, ref, *plan.url_secret)
@@ -253,9 +248,6 @@ class Controller(FactFinder):
         if changed:
             for kind, reason, message in plan.events:
                 self.events.post(cj, kind, reason, message)
-            _count_dedupe(earlier, plan)
-        if plan.status and changed and first_queued and plan.status.get("queuedAt"):
-            metrics.JOBS_QUEUED_TOTAL.inc()  # accepted: counted once, when first queued
         if plan.terminal:
             self.refused.discard(uid)
             self.enqueue(self.twins.discard(uid))  # its waiters find the clip (or make it)
@@ -384,18 +376,21 @@ class Controller(FactFinder):
         if rv is None:
             self.forget(ref.uid)  # 404: deleted behind our back
             return False
+        _count_firsts(current, patch)
         merged = {k: v for k, v in {**current, **patch}.items() if v is not None}
         self.cache.wrote_status(ref.uid, merged, rv)
         metrics.STATUS_WRITES.inc()
         return True
 
 
-def _count_dedupe(before: dict[str, Any], plan: Plan) -> None:
-    """Count a dedupe verdict once: when status first shows it."""
-    after = plan.status or {}
-    if after.get("reason") == "WaitingForTwin" and before.get("reason") != "WaitingForTwin":
+def _count_firsts(before: dict[str, Any], patch: dict[str, Any]) -> None:
+    """Count what a status write shows for the first time (every write comes through
+    _write): a ClipJob accepted (first queued, also straight into a slot), a dedupe verdict."""
+    if patch.get("queuedAt") and not before.get("queuedAt"):
+        metrics.JOBS_QUEUED_TOTAL.inc()
+    if patch.get("reason") == "WaitingForTwin" and before.get("reason") != "WaitingForTwin":
         metrics.DEDUPE.labels("twin").inc()
-    verdict = after.get("cache")
+    verdict = patch.get("cache")
     if verdict in ("Hit", "Miss") and before.get("cache") != verdict:
         metrics.DEDUPE.labels(verdict.lower()).inc()
 
