@@ -161,6 +161,7 @@ def _env(
     spec: ClipJobSpec, ref: ClipJobRef, config: OperatorConfig, upload: UploadTarget | None
 ) -> list[dict[str, Any]]:
     """The worker's inputs. No credentials: the upload is presigned for the exact key."""
+    clip_key = upload.key if upload and upload.key else object_key(ref, spec)
     plain: list[tuple[str, str | None]] = [
         ("CLIP_SOURCE_URL", spec.source.url),
         ("CLIP_SOURCE_FORMAT", spec.source.format),
@@ -178,12 +179,11 @@ def _env(
         ("CLIP_TERMINATION_LOG", TERMINATION_LOG),
         ("CLIP_OUTPUT_FILENAME", download_filename(ref, spec)),
         ("CLIP_S3_BUCKET", resolve_bucket(spec, config)),
-        ("CLIP_S3_KEY", upload.key if upload and upload.key else object_key(ref, spec)),
+        ("CLIP_S3_KEY", clip_key),
         ("HOME", SCRATCH_DIR),  # yt-dlp wants a writable cache dir; the root fs is read-only
         *_media_env(spec),
     ]
     if spec.thumbnail is not None:
-        clip_key = upload.key if upload and upload.key else object_key(ref, spec)
         plain += [
             ("CLIP_THUMBNAIL_FORMAT", spec.thumbnail.format),
             ("CLIP_THUMBNAIL_AT", format_seconds(spec.thumbnail.at_seconds)),
