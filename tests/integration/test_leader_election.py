@@ -24,11 +24,12 @@ from tests.kubelet_sim import Kubelet
 LEASE = "clip-operator"
 LEASE_SECONDS = 12.0
 # A SIGKILLed leader renewed at most one retry period (2 s) before it died; the standby
-# takes the Lease one lease duration after it saw that renewal, which it reads every 0.5 s:
-# at most 15.5 s after the kill. Its first Job follows after a resync and a reconcile
-# (measured 1-2.5 s on this shared machine, behind the in-flight ClipJobs it re-checks).
-LEASE_BOUND = LEASE_SECONDS + 0.5
-JOB_BOUND = LEASE_BOUND + 5.0
+# takes the Lease one lease duration after it saw that renewal, which it reads every 0.5 s
+# (plus the read's own latency: 12.53 s was seen in CI on a loaded machine). Its first Job
+# follows after a resync and a reconcile: issue 18's target, within 15 s of the kill
+# (measured 12.8-13.4 s p50/max).
+LEASE_BOUND = LEASE_SECONDS + 1.0
+JOB_BOUND = 15.0
 KILLS = 10
 LOAD = 60  # ClipJobs created at a steady rate while the leaders are killed
 
