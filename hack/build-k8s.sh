@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kubectl from the
-# Go module proxy into $CLIP_CACHE/k8s-$KUBE_VERSION/bin (and etcd-$ETCD_VERSION/bin).
+# Go module proxy into $CLIP_CACHE/k8s-$KUBE_VERSION/bin (and etcd-$ETCD_VERSION/bin);
+# kubelet, kubeadm and kube-proxy on request (hack/node, hack/kind).
 # Usage: hack/build-k8s.sh [component...]   (default: all of the above)
 # A second run with the cache is instant: each binary is rebuilt only if missing.
 source "$(dirname "$0")/lib.sh"
@@ -55,7 +56,9 @@ GO
 prepare_k8s_module() {
   local mod="$CLIP_CACHE/src/k8s-$KUBE_VERSION"
   K8S_MOD="$mod"
-  [ -f "$mod/.ready" ] && return
+  # The marker names the commands tools.go keeps in the graph: adding one re-tidies.
+  local want="tools: apiserver kcm scheduler kubelet kubectl kubeadm kube-proxy"
+  [ -f "$mod/.ready" ] && [ "$(cat "$mod/.ready")" = "$want" ] && return
   local minor="${KUBE_VERSION#v1.}"   # 34.4
   log "kubernetes $KUBE_VERSION: preparing wrapper module in $mod (staging modules at v0.$minor)"
   mkdir -p "$mod"
@@ -80,11 +83,13 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
 	_ "k8s.io/kubernetes/cmd/kubelet"
 	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubeadm"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
 )
 GO
   log "kubernetes $KUBE_VERSION: resolving modules (go mod tidy; first time downloads ~1 GB)"
   (cd "$mod" && go mod tidy)
-  touch "$mod/.ready"
+  echo "$want" >"$mod/.ready"
 }
 
 build_k8s() {
@@ -109,7 +114,7 @@ build_k8s() {
 for c in "${components[@]}"; do
   case "$c" in
     etcd) build_etcd ;;
-    kube-apiserver|kube-controller-manager|kube-scheduler|kubectl|kubelet) build_k8s "$c" ;;
-    *) die "unknown component '$c' (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet)" ;;
+    kube-apiserver|kube-controller-manager|kube-scheduler|kubectl|kubelet|kubeadm|kube-proxy) build_k8s "$c" ;;
+    *) die "unknown component '$c' (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet, kubeadm, kube-proxy)" ;;
   esac
 done
