@@ -1,28 +1,52 @@
 """Thin Kubernetes API layer: the only module that talks to the API server directly.
 
-Requests go through the official client's connection pool and authentication, but
-bodies are plain JSON both ways: building and parsing the client's model objects cost
-more CPU than everything else the operator does (measured in bench/operator). The
-client is synchronous, so every call runs in a worker thread and the kopf event loop
-never blocks.
+The official client loads the credentials (kubeconfig or in-cluster, with its token
+refresh); requests go out on aiohttp in the event loop, with plain JSON bodies both ways
+(orjson when installed). Building and parsing the client's model objects once cost more
+CPU than everything else the operator does, and a thread per call (the client is
+synchronous) cost a thread hand-off and a loop wake-up per request (bench/RESULTS.md,
+issue 18). `request` (synchronous, the client's pool) remains for the leader election,
+which runs on a thread of its own, and for the resync's paged LISTs.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import ssl
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import quote
 
+import aiohttp
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from .codec import dumps, loads
 from .models import GROUP, PLURAL, VERSION
 
 FIELD_MANAGER = "clip-operator"
 MERGE_PATCH = "application/merge-patch+json"
+EVENT_SLOTS = 4  # Events in flight at once: they must never crowd out Jobs or status
+
+
+def ssl_context(cfg: client.Configuration) -> ssl.SSLContext:
+    """The API server's CA and our client certificate, as the official client has them."""
+    ctx = ssl.create_default_context(cafile=cfg.ssl_ca_cert or None)
+    if cfg.cert_file:
+        ctx.load_cert_chain(cfg.cert_file, cfg.key_file or None)
+    if not cfg.verify_ssl:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    elif cfg.assert_hostname is False:
+        ctx.check_hostname = False
+    return ctx
+
+
+def api_error(status: int, reason: str, body: bytes) -> ApiException:
+    """The official client's exception for a non-2xx answer (callers read status and body)."""
+    exc = ApiException(status=status, reason=reason)
+    exc.body = body.decode("utf-8", "replace")
+    return exc
 
 
 class Kube:
@@ -31,7 +55,35 @@ class Kube:
     def __init__(self, api_client: client.ApiClient) -> None:
         self.api = api_client
         self.core = client.CoreV1Api(api_client)
-        self._event_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="events")
+        self.host = str(api_client.configuration.host).rstrip("/")
+        self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._event_slots: asyncio.Semaphore | None = None
+
+    def headers(self) -> dict[str, str]:
+        """Authentication headers, fresh each time (the client refreshes expiring tokens)."""
+        out = {"User-Agent": str(self.api.user_agent)}
+        for auth in self.api.configuration.auth_settings().values():
+            if auth.get("in") == "header" and auth.get("value"):
+                out[str(auth["key"])] = str(auth["value"])
+        return out
+
+    def session(self, purpose: str = "requests") -> aiohttp.ClientSession:
+        """One aiohttp session per purpose, made in the running loop on first use: requests
+        share a bounded pool; watches (long-lived, one per resource and namespace) get
+        their own unbounded one so they never hold a request's connection."""
+        found = self._sessions.get(purpose)
+        if found is None or found.closed:
+            cfg = self.api.configuration
+            limit = 0 if purpose == "watches" else cfg.connection_pool_maxsize
+            connector = aiohttp.TCPConnector(limit=limit, ssl=ssl_context(cfg))
+            found = aiohttp.ClientSession(connector=connector, proxy=cfg.proxy or None)
+            self._sessions[purpose] = found
+        return found
+
+    async def close(self) -> None:
+        for session in list(self._sessions.values()):
+            await session.close()
+        self._sessions.clear()
 
     @classmethod
     def connect(cls) -> Kube:
@@ -68,10 +120,43 @@ class Kube:
             _request_timeout=timeout,
         )
         data = resp.data
-        return dict(json.loads(data)) if data else {}
+        return dict(loads(data)) if data else {}
 
-    async def _call(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        return await asyncio.to_thread(self.request, *args, **kwargs)
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: list[tuple[str, str]] | None = None,
+        content_type: str = "application/json",
+        timeout: float = 30,
+        purpose: str = "requests",
+    ) -> dict[str, Any]:
+        """One API request in the event loop; raises ApiException on non-2xx."""
+        headers = self.headers()
+        headers["Accept"] = "application/json"
+        data = None
+        if body is not None:
+            headers["Content-Type"] = content_type
+            data = dumps(body)
+        async with self.session(purpose).request(
+            method,
+            self.host + path,
+            params=query or None,
+            data=data,
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=timeout),
+        ) as resp:
+            raw = await resp.read()
+            if resp.status >= 300:
+                raise api_error(resp.status, resp.reason or "", raw)
+        return dict(loads(raw)) if raw else {}
+
+    async def get(
+        self, path: str, query: list[tuple[str, str]], timeout: float = 30
+    ) -> dict[str, Any]:
+        """A GET (a LIST page, for the watches)."""
+        return await self._call("GET", path, query=query, timeout=timeout)
 
     async def create_job(self, namespace: str, manifest: dict[str, Any]) -> dict[str, Any]:
         return await self._call(
@@ -304,18 +389,19 @@ class Kube:
         data = secret.get("data") or {}
         return {k: base64.b64decode(v).decode() for k, v in data.items()}
 
+    def _events(self) -> asyncio.Semaphore:
+        if self._event_slots is None:
+            self._event_slots = asyncio.Semaphore(EVENT_SLOTS)
+        return self._event_slots
+
     async def create_event(self, namespace: str, event: dict[str, Any]) -> None:
-        """Events use their own few threads: they must never delay Jobs or status."""
-        loop = asyncio.get_running_loop()
+        """Events take few connections at a time: they must never delay Jobs or status."""
         path = f"/apis/events.k8s.io/v1/namespaces/{namespace}/events"
-        await loop.run_in_executor(self._event_pool, self.request, "POST", path, event)
+        async with self._events():
+            await self._call("POST", path, event, purpose="events")
 
     async def patch_event(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
         """Bump a repeated Event's series instead of creating another."""
-        loop = asyncio.get_running_loop()
         path = f"/apis/events.k8s.io/v1/namespaces/{namespace}/events/{name}"
-
-        def call() -> dict[str, Any]:
-            return self.request("PATCH", path, patch, content_type=MERGE_PATCH)
-
-        await loop.run_in_executor(self._event_pool, call)
+        async with self._events():
+            await self._call("PATCH", path, patch, content_type=MERGE_PATCH, purpose="events")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -67,6 +68,9 @@ class Presigner:
         self.kube = kube
         self.config = config
         self._clients: dict[S3Settings, Any] = {}
+        # Signing runs in threads; a burst's first ClipJobs would each build a client (a
+        # third of a second of CPU apiece, bench/operator) without this lock.
+        self._clients_lock = threading.Lock()
         self._checked: dict[str, float] = {}  # endpoint -> monotonic time its address passed
         # Network calls to S3 (reads, deletes) get their own threads, at most 2 at a time per
         # endpoint: an unreachable endpoint never starves the API calls or other tenants.
@@ -150,11 +154,16 @@ class Presigner:
 
     def _client(self, settings: S3Settings) -> Any:
         client = self._clients.get(settings)
-        if client is None:
-            if len(self._clients) > 256:  # tenant keys rotate; keep the cache bounded
-                self._clients.clear()
-            client = make_client(settings, timeout_seconds=self.config.storage_timeout_seconds)
-            self._clients[settings] = client
+        if client is not None:
+            return client
+        with self._clients_lock:
+            client = self._clients.get(settings)
+            if client is None:
+                if len(self._clients) > 256:  # tenant keys rotate; keep the cache bounded
+                    self._clients.clear()
+                timeout = self.config.storage_timeout_seconds
+                client = make_client(settings, timeout_seconds=timeout)
+                self._clients[settings] = client
         return client
 
     def _expiry(self, client: Any, seconds: int, now: datetime) -> datetime:
