@@ -32,6 +32,12 @@ e2e: ## e2e tier on a real node: images, a fresh test cluster with a node (a run
 	. hack/test-env.sh && hack/cluster up --with-node
 	. hack/test-env.sh && $(PYTEST) tests/e2e -rs $(PYTEST_ARGS)
 
+e2e-kind: ## e2e tier on kind, offline: binaries + node image (cached), pytest-kind creates the cluster, loads the images, deletes it (docs/kind.md)
+	python3 -c 'import pytest_kind' 2>/dev/null || python3 -m pip install -q -e '.[kind]'
+	hack/images.sh
+	hack/kind build
+	$(PYTEST) tests/e2e -rs --cluster-backend=kind $(PYTEST_ARGS)
+
 test-unit: ## unit tests only (no infrastructure)
 	$(PYTEST) tests/unit $(PYTEST_ARGS)
 
@@ -71,4 +77,4 @@ demo: ## the quick start: a real clip, end to end, on the local cluster
 demo-down: ## tear the demo down
 	hack/demo down
 
-.PHONY: help deps setup lint test e2e test-unit test-integration cluster-up cluster-down s3-up s3-down images helm chart-sync chart-test bench-operator demo demo-down
+.PHONY: help deps setup lint test e2e e2e-kind test-unit test-integration cluster-up cluster-down s3-up s3-down images helm chart-sync chart-test bench-operator demo demo-down

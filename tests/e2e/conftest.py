@@ -13,6 +13,10 @@ image `clip-job:dev` without pulling it:
 
 Without a Ready node every test here is skipped with a reason that says `hack/node up`.
 
+`--cluster-backend=kind` (default `local`) runs the same tests on a kind cluster instead,
+created through pytest-kind with the S3 and media servers inside it (tests/e2e/kind_backend.py,
+docs/kind.md; `make e2e-kind` does it all offline).
+
 The servers bind only that host address (for hack/node: the bridge address, e.g.
 10.217.0.1, an address of this machine on a bridge hack/node made), never 0.0.0.0.
 """
@@ -23,10 +27,12 @@ import os
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
+from tests.e2e import kind_backend
 from tests.mediaserver import MediaHTTPServer
 from tests.plugins.cluster import CLUSTER, Kube
 from tests.plugins.s3 import (
@@ -46,6 +52,63 @@ NEEDS_NODE = (
     "needs a cluster with a Ready node: run `hack/cluster up && hack/node up` "
     "(or set CLIP_TEST_KUBECONFIG and CLIP_E2E_HOST_ADDRESS for another cluster)"
 )
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--cluster-backend",
+        choices=("local", "kind"),
+        default="local",
+        help="e2e cluster: local (hack/cluster + hack/node, or CLIP_TEST_KUBECONFIG) or kind "
+        "(pytest-kind: --kind-bin, --kind-kubectl-bin, --kind-image, --cluster-name, "
+        "--keep-cluster; docs/kind.md)",
+    )
+
+
+@dataclass
+class ClusterMediaServer:
+    """The media server running in the kind cluster (what tests use of MediaHTTPServer)."""
+
+    url: str
+    server_address: tuple[str, int]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def kind_env(request: pytest.FixtureRequest) -> Iterator[kind_backend.KindEnv | None]:
+    """With --cluster-backend=kind: the kind cluster, its kubeconfig as CLIP_TEST_KUBECONFIG."""
+    if request.config.getoption("cluster_backend", default="local") != "kind":
+        yield None
+        return
+    try:
+        import pytest_kind  # noqa: F401
+    except ImportError:
+        pytest.skip("--cluster-backend=kind needs pytest-kind: pip install -e '.[kind]'")
+    media = request.getfixturevalue("media")
+    option = request.config.getoption
+    env = kind_backend.start(
+        {
+            "kind": option("kind_bin", default=None),
+            "kubectl": option("kind_kubectl_bin", default=None),
+            "image": option("kind_image", default=None),
+            # pytest-kind's --cluster-name, unless left at its default (then hack/kind's name)
+            "name": None
+            if option("cluster_name", default=None) in (None, "pytest-kind")
+            else option("cluster_name"),
+        },
+        kind_backend.REPO_ROOT / ".cluster" / "kind",
+        [JOB_IMAGE, os.environ.get("CLIP_E2E_OPERATOR_IMAGE", "clip-operator:dev")],
+        media.root,
+        _versitygw_binary(),
+        (DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, DEFAULT_REGION),
+    )
+    os.environ["CLIP_TEST_KUBECONFIG"] = str(env.kubeconfig)
+    try:
+        with kind_backend.svc_hosts({kind_backend.INFRA_HOST: env.node_ip}):
+            yield env
+    finally:
+        os.environ.pop("CLIP_TEST_KUBECONFIG", None)
+        if not option("keep_cluster", default=False):
+            env.cluster.delete()
 
 
 def _control_plane_running() -> bool:
@@ -106,8 +169,14 @@ def require_image_on_node(kube: Kube, image: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def host_address(node_kube: Kube) -> str:
-    """An address of this machine that Pods on the node reach (servers bind only it)."""
+def host_address(node_kube: Kube, kind_env: kind_backend.KindEnv | None) -> str:
+    """An address of this machine that Pods on the node reach (servers bind only it).
+
+    On kind: the in-cluster servers' Service address (the worker resolves their DNS name
+    to it, and the tests allow the worker that one private address).
+    """
+    if kind_env is not None:
+        return kind_env.service_ip
     given = os.environ.get("CLIP_E2E_HOST_ADDRESS")
     if given:
         return given
@@ -124,9 +193,21 @@ def host_address(node_kube: Kube) -> str:
 
 
 @pytest.fixture(scope="session")
-def s3_server(host_address: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    """versitygw bound on the host address (overrides the loopback one of tests.plugins.s3)."""
+def s3_server(
+    host_address: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    kind_env: kind_backend.KindEnv | None,
+) -> Iterator[S3Server]:
+    """versitygw bound on the host address (overrides the loopback one of tests.plugins.s3).
+
+    On kind: the versitygw in the cluster, by its Service DNS name.
+    """
     import socket
+
+    if kind_env is not None:
+        kind_backend.wait_answers(kind_env.s3_endpoint + HEALTH_PATH)
+        yield S3Server(kind_env.s3_endpoint, DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, DEFAULT_REGION)
+        return
 
     binary = _versitygw_binary()
     root = tmp_path_factory.mktemp("e2e-versitygw")
@@ -163,8 +244,19 @@ def s3_server(host_address: str, tmp_path_factory: pytest.TempPathFactory) -> It
 
 
 @pytest.fixture(scope="session")
-def media_server(media: Any, host_address: str) -> Iterator[MediaHTTPServer]:
-    """The test media over HTTP on the host address (overrides the loopback one)."""
+def media_server(
+    media: Any, host_address: str, kind_env: kind_backend.KindEnv | None
+) -> Iterator[MediaHTTPServer | ClusterMediaServer]:
+    """The test media over HTTP on the host address (overrides the loopback one).
+
+    On kind: tests/mediaserver.py in the cluster, by its Service DNS name.
+    """
+    if kind_env is not None:
+        kind_backend.wait_answers(kind_env.media_url + "/_status/204")
+        yield ClusterMediaServer(
+            kind_env.media_url, (kind_backend.INFRA_HOST, kind_backend.MEDIA_PORT)
+        )
+        return
     server = MediaHTTPServer(media.root, host_address, 0)
     server.start()
     try:
@@ -183,9 +275,15 @@ def e2e_operator(
     s3_bucket: str,
     host_address: str,
     media_server: MediaHTTPServer,
+    kind_env: kind_backend.KindEnv | None,
 ) -> Any:
-    """The real operator for this namespace, running the real job image on the node."""
+    """The real operator for this namespace, running the real job image on the node.
+
+    On kind it still runs as a process here; it reaches the in-cluster S3 by its Service
+    name through the node (kind_backend.KindEnv.subprocess_env).
+    """
     require_image_on_node(node_kube, JOB_IMAGE)
+    extra_env = kind_env.subprocess_env() if kind_env is not None else {}
     # No keys in the namespace: the operator presigns the worker's upload.
     return operator_factory(
         job_image=JOB_IMAGE,
@@ -201,5 +299,6 @@ def e2e_operator(
         env={
             "AWS_ACCESS_KEY_ID": s3_server.access_key,
             "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
+            **extra_env,
         },
     )
