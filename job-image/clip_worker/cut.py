@@ -73,6 +73,12 @@ def _scale_height(cfg: Config, info: probe.StreamInfo) -> int | None:
 # libx264 veryfast at CRF 21 matches the PSNR of FFmpeg's default (medium, CRF 23) on the
 # long-GOP benchmark (44.5 vs 44.4 dB) in well under half its encode time (bench/RESULTS.md).
 REENCODE_CRF = 21
+# The smart cut's re-encoded head and tail (at most a GOP each, a few per cent of a clip's
+# bytes): ultrafast spends a quarter of veryfast's encode CPU per frame, and at CRF 26 it
+# is closer to the source frames than veryfast at CRF 18 was (PSNR 49.4 vs 48.5 dB on the
+# bench source's head), for about 1.6x the head's bytes (bench/RESULTS.md "## clip").
+PART_PRESET = "ultrafast"
+PART_CRF = 26
 
 
 def _video_codec_args(cfg: Config, crf: int = REENCODE_CRF, preset: str = "veryfast") -> list[str]:
@@ -233,7 +239,13 @@ def smart_cut(
     if first is None or last is None or last <= first:
         return False
     work = os.path.dirname(out)
-    # Head, middle, tail and audio are independent: two at a time (the two encodes first).
+    # Head, middle, tail and audio are independent: two at a time, the audio (the longest
+    # job: every sample of the clip is encoded) first, then the head, tail and middle.
+    audio = os.path.join(work, "audio.m4a")
+    audio_job: Future[Completed] | None = None
+    if info.audio_codec:
+        # The audio is re-encoded exactly for the clip, beside the video parts.
+        audio_job = _PARALLEL.submit(_encode_audio, cfg, segment, audio, audio_filter)
     jobs: list[tuple[int, str, float, Future[Completed]]] = []
     plan = [(cfg.start, first, "enc"), (first, last, "copy"), (last, cfg.end, "enc")]
     for index in (0, 2, 1):
@@ -247,18 +259,13 @@ def smart_cut(
         if how == "copy":
             args += ["-c:v", "copy"]
         else:
-            args += _video_codec_args(cfg, crf=18) + _h264_profile(info)
+            args += _video_codec_args(cfg, PART_CRF, PART_PRESET) + _h264_profile(info)
             args += ["-fps_mode", "passthrough", "-x264-params", "keyint=9999"]
         what = f"smart cut part {index}"
         # Scratch bound (a part that hits it fails the frame check: the re-encode follows).
         args += ["-fs", str(cfg.max_scratch_bytes)]
         job = _PARALLEL.submit(run, [*args, "-f", "mpegts", part], cfg.process_timeout, what)
         jobs.append((index, part, t1 - t0, job))
-    audio = os.path.join(work, "audio.m4a")
-    audio_job: Future[Completed] | None = None
-    if info.audio_codec:
-        # The audio is re-encoded exactly for the clip, beside the video parts.
-        audio_job = _PARALLEL.submit(_encode_audio, cfg, segment, audio, audio_filter)
     parts: list[tuple[str, float]] = []
     for index, part, length, job in sorted(jobs, key=lambda item: item[0]):
         done = job.result()

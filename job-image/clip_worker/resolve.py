@@ -29,6 +29,8 @@ _MEDIA_TYPE = re.compile(r"^(video|audio)/|^application/(vnd\.apple\.|x-)?mpegur
 _HLS_TYPE = re.compile(r"mpegurl", re.I)
 # Headers yt-dlp hands over that FFmpeg must not repeat (it sets its own or cannot use them).
 _DROP_HEADERS = {"range", "accept-encoding", "host", "content-length", "connection"}
+# The worker's own requests (the HEAD probe, playlists, and FFmpeg on a direct file).
+USER_AGENT = "clip-worker"
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,7 @@ def head_probe(url: str, proxy_url: str, timeout: float) -> tuple[str, str]:
     Gone or forbidden sources fail here, before yt-dlp, with a clear reason. Servers
     that do not answer HEAD (405, 501...) are left to yt-dlp.
     """
-    request = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "clip-worker"})
+    request = urllib.request.Request(url, method="HEAD", headers={"User-Agent": USER_AGENT})
     try:
         with guarded_opener(proxy_url).open(request, timeout=timeout) as response:
             return response.geturl(), response.headers.get("Content-Type", "")
@@ -279,18 +281,44 @@ def header_args(media: MediaInput) -> list[str]:
     return args
 
 
+def direct(url: str, hls: bool = False, duration: float | None = None) -> Source:
+    """A media file or HLS media playlist named by its URL (the HEAD said so): FFmpeg reads
+    it as it is, with the User-Agent the HEAD was answered with.
+
+    What yt-dlp's generic extractor would return for it (one format, no duration, no
+    subtitles), without importing yt-dlp and running it (0.3-0.5 CPU s and a request of
+    its own): every site extractor's job is to find such a URL, and here it is given.
+    """
+    scheme = urlsplit(url).scheme.lower()
+    if scheme not in ("http", "https"):  # a redirect the guarded opener followed
+        raise Refused("the source redirected to a URL that is not http(s)")
+    protocol = "m3u8_native" if hls else scheme
+    media = MediaInput(url=url, protocol=protocol, headers={"User-Agent": USER_AGENT})
+    return Source(inputs=(media,), duration=duration, title=None, extractor="direct")
+
+
 def resolve(cfg: Config, proxy_url: str, pin: Pin) -> Source:
     """HEAD probe, yt-dlp extraction, then HLS playlists vetted and pinned (`pin`).
 
-    A direct file has no duration in yt-dlp; the download step's FFmpeg reads it from
-    the index it fetches anyway (a separate ffprobe would fetch the index twice).
+    A direct media file or HLS media playlist (nothing to choose between, and no format
+    selector asked for) skips yt-dlp (`direct`). A direct file has no duration; the
+    download step's FFmpeg reads it from the index it fetches anyway (a separate ffprobe
+    would fetch the index twice).
     """
     final_url, content_type = head_probe(cfg.source_url, proxy_url, cfg.network_timeout)
     media = bool(_MEDIA_TYPE.match(content_type))
     hls = bool(_HLS_TYPE.search(content_type))
-    if hls:
-        check_playlist(final_url, {}, proxy_url, cfg.network_timeout)
-    source = extract(cfg, final_url, proxy_url, media and not hls, media and hls)
+    if media and not hls and not cfg.source_format:
+        return direct(final_url)
+    playlist = check_playlist(final_url, {}, proxy_url, cfg.network_timeout) if hls else None
+    if playlist and not playlist.master and not cfg.source_format:
+        if playlist.duration is None:  # what yt-dlp calls live: no #EXT-X-ENDLIST
+            raise WorkerError(
+                Reason.UNSUPPORTED_SOURCE, f"{final_url} is a live stream; clip a VOD"
+            )
+        source = direct(final_url, hls=True, duration=playlist.duration)
+    else:
+        source = extract(cfg, final_url, proxy_url, media and not hls, media and hls)
     # Vetting first: a refused URL is reported as such whatever else is wrong.
     inputs = tuple(
         replace(m, url=pin_playlists(m.url, m.headers, proxy_url, pin, cfg.network_timeout))

@@ -16,6 +16,7 @@ import re
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from http.client import HTTPResponse
 from typing import IO, Any
 from urllib.parse import urljoin, urlsplit
@@ -180,6 +181,8 @@ class _Pinner:
         self.pin = pin  # None: check this playlist's URLs only, fetch nothing it names
         self.timeout = timeout
         self.count = 0
+        self.names_playlists = False  # a master: variants or renditions to choose from
+        self.text = ""  # the top playlist as fetched
 
     def playlist(self, url: str, depth: int) -> str:
         self.count += 1
@@ -190,6 +193,8 @@ class _Pinner:
             )
         base, body = _fetch(url, self.headers, self.proxy_url, self.timeout)
         text = body.decode("utf-8-sig", errors="replace")
+        if depth == 0:
+            self.text = text
         if not text.lstrip().startswith("#EXTM3U"):
             raise WorkerError(Reason.UNSUPPORTED_SOURCE, "the HLS playlist is not an M3U8 file")
         out: list[str] = []
@@ -219,6 +224,7 @@ class _Pinner:
         return self.pin(document, PLAYLIST_TYPE, ".m3u8")
 
     def _nested(self, url: str, depth: int) -> str:
+        self.names_playlists = True
         return url if self.pin is None else self.playlist(url, depth + 1)
 
     def _tag(self, line: str, base: str, depth: int) -> str:
@@ -249,7 +255,27 @@ def pin_playlists(
     return pinned
 
 
-def check_playlist(url: str, headers: Mapping[str, str], proxy_url: str, timeout: float) -> None:
+@dataclass(frozen=True)
+class Playlist:
+    """What the source's own playlist says about it."""
+
+    master: bool  # it names other playlists (variants or renditions) to choose from
+    duration: float | None  # a media playlist's length (None: no #EXT-X-ENDLIST, live)
+
+
+def check_playlist(
+    url: str, headers: Mapping[str, str], proxy_url: str, timeout: float
+) -> Playlist:
     """Refuse an HLS playlist (the source's master) naming any URL that is not http(s),
     before yt-dlp reads it (yt-dlp decodes data: URLs itself)."""
-    _Pinner(headers, proxy_url, None, timeout).playlist(url, 0)
+    pinner = _Pinner(headers, proxy_url, None, timeout)
+    pinner.playlist(url, 0)
+    text = pinner.text
+    duration = None
+    if "#EXT-X-ENDLIST" in text:  # a VOD (or a finished event): its segments add up
+        duration = sum(
+            float(line[len("#EXTINF:") :].split(",", 1)[0] or 0)
+            for line in text.splitlines()
+            if line.startswith("#EXTINF:")
+        )
+    return Playlist(pinner.names_playlists, duration or None)
