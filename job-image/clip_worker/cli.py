@@ -19,6 +19,7 @@ from clip_worker import config, probe, process, subtitles, thumbnail, verify, wa
 from clip_worker.cut import CONTENT_TYPES, CutResult, cut
 from clip_worker.fetch import ContainerMismatch, download, upstream_failure
 from clip_worker.options import Subtitles
+from clip_worker.presigned import EarlyUpload, HeldPut, checked
 from clip_worker.progress import Reporter
 from clip_worker.proxy import EgressProxy
 from clip_worker.resolve import Source, resolve
@@ -30,7 +31,7 @@ from clip_worker.result import (
     success_json,
     write_termination_log,
 )
-from clip_worker.upload import make_client, put_result, upload
+from clip_worker.upload import content_disposition, make_client, put_result, upload
 
 log = logging.getLogger("clip_worker")
 # Imports boto3 and builds the S3 client while FFmpeg downloads.
@@ -87,6 +88,15 @@ def _check_size(cfg: config.Config, path: str) -> int:
     return size
 
 
+def _early_upload(cfg: config.Config) -> EarlyUpload:
+    """Presigned uploads begin while the clip is checked (presigned.HeldPut)."""
+    if not cfg.presigned:
+        return None
+    content_type = CONTENT_TYPES[cfg.output_format]
+    disposition = content_disposition(_filename(cfg))
+    return lambda path: HeldPut(cfg, path, content_type, disposition)
+
+
 def _fast_mp4(
     cfg: config.Config, source: Source, proxy: EgressProxy, work: str
 ) -> tuple[CutResult | None, float | None]:
@@ -101,17 +111,22 @@ def _fast_mp4(
     if duration is not None and cfg.start >= duration:
         return None, duration
     _check_size(cfg, clip)
-    made = probe.made(clip, cfg.process_timeout)
     end = min(cfg.end, duration) if duration else cfg.end
-    frame = 1 / (made.info.frame_rate or 25.0)
-    expect = verify.Expect("mp4", end - cfg.start, frame, tail_frames=verify.COPY_TAIL_FRAMES)
+
+    def check() -> probe.Made:
+        made = probe.made(clip, cfg.process_timeout)
+        frame = 1 / (made.info.frame_rate or 25.0)
+        tail = verify.COPY_TAIL_FRAMES
+        verify.compare(made, verify.Expect("mp4", end - cfg.start, frame, tail_frames=tail))
+        return made
+
     try:
-        verify.compare(made, expect)
+        made, held = checked(clip, _early_upload(cfg), check)
     except verify.CheckFailed as exc:
         log.warning("the fast copy failed its output check (%s); using the segment", exc)
         os.unlink(clip)
         return None, duration
-    return CutResult(clip, "copy", made, end < cfg.end), duration
+    return CutResult(clip, "copy", made, end < cfg.end, held=held), duration
 
 
 def _segment(cfg: config.Config, path: str, duration: float | None) -> probe.Segment:
@@ -204,7 +219,25 @@ def run_clip(cfg: config.Config, work: str, progress: Reporter | None = None) ->
     if made is None:
         # The segment's own timeline (see fetch.Fetched.shift).
         on_segment = replace(cfg, start=cfg.start + shift, end=cfg.end + shift)
-        made = cut(on_segment, _segment(cfg, path, duration), path, work, image, cues)
+        segment = _segment(cfg, path, duration)
+        made = cut(on_segment, segment, path, work, image, cues, _early_upload(cfg))
+    try:
+        return _finish(cfg, made, work, clock, progress, s3_client, fetched)
+    finally:
+        if made.held is not None:
+            made.held.abort()  # a no-op once finished: a failure after the check stores nothing
+
+
+def _finish(
+    cfg: config.Config,
+    made: CutResult,
+    work: str,
+    clock: _Clock,
+    progress: Reporter,
+    s3_client: Any,
+    fetched: int,
+) -> dict[str, Any]:
+    """Thumbnail, upload (completing the one begun during the check) and the result."""
     size = _check_size(cfg, made.path)
     out = made.made.info
     log.info("cut %s: %d bytes, %s, %.3f s%s (%.2f s)", made.cut_path, size, cfg.output_format,
@@ -220,7 +253,7 @@ def run_clip(cfg: config.Config, work: str, progress: Reporter | None = None) ->
         client = s3_client.result()
     except Exception:
         client = None  # upload() makes it again and reports the error with its reason
-    upload(cfg, made.path, content_type, _filename(cfg), client)
+    upload(cfg, made.path, content_type, _filename(cfg), client, made.held)
     if cfg.thumbnail and still:
         thumbnail.upload(cfg, cfg.thumbnail, still[0], client)
     log.info("uploaded s3://%s/%s (%.2f s)", cfg.s3_bucket, cfg.s3_key, clock.lap("upload"))

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from clip_worker import filters, loudness, probe, verify
 from clip_worker.config import Config
+from clip_worker.presigned import EarlyUpload, HeldPut, checked
 from clip_worker.process import Completed, run
 from clip_worker.result import Reason, WorkerError
 from clip_worker.watermark import Image
@@ -53,6 +54,7 @@ class CutResult:
     made: probe.Made
     truncated: bool = False  # the source ended before `end`: the clip ends there
     loudness: dict[str, float] | None = None  # EBU R128 figures of the output (ebur128)
+    held: HeldPut | None = None  # its upload, begun during the output check
 
 
 def _base(cfg: Config) -> list[str]:
@@ -310,9 +312,10 @@ def cut(
     work_dir: str,
     image: Image | None = None,
     cues: filters.Cues = (),
+    early: EarlyUpload = None,
 ) -> CutResult:
     """Make the clip file from the downloaded segment and check it; the first path whose
-    clip passes the output check wins."""
+    clip passes the output check wins (`early`: its upload begins during the check)."""
     info = seg.info
     fmt = cfg.output_format
     if fmt == "mp3" and not info.audio_codec:
@@ -350,13 +353,24 @@ def cut(
                     f"the clip is larger than the limit of {cfg.max_output_bytes} bytes "
                     "(CLIP_MAX_OUTPUT_BYTES); use a shorter clip, a lower maxHeight or mp4",
                 )
-            made = verify.check(out, expectation(cfg, info, win, how), cfg.process_timeout)
-            if how == "smart" and made.video_frames != win.frames:
-                raise verify.CheckFailed(f"it has {made.video_frames} frames, not {win.frames}")
+            expect = expectation(cfg, info, win, how)
+
+            def check(how: str = how, expect: verify.Expect = expect) -> probe.Made:
+                made = verify.check(out, expect, cfg.process_timeout)
+                if how == "smart" and made.video_frames != win.frames:
+                    raise verify.CheckFailed(f"it has {made.video_frames} frames, not {win.frames}")
+                return made
+
+            made, held = checked(out, early, check)
             figures = None
             if audio_filter and cfg.loudness:
-                figures = loudness.report(out, cfg.loudness, cfg.process_timeout)
-            return CutResult(out, how, made, win.truncated, figures)
+                try:
+                    figures = loudness.report(out, cfg.loudness, cfg.process_timeout)
+                except BaseException:
+                    if held is not None:
+                        held.abort()
+                    raise
+            return CutResult(out, how, made, win.truncated, figures, held)
         except WorkerError as exc:
             final = (Reason.TIMEOUT, Reason.TERMINATED, Reason.OUTPUT_TOO_LARGE)
             if exc.reason in final or how == paths[-1]:

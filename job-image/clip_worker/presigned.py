@@ -11,6 +11,8 @@ A presigned query string is a credential: messages and logs name the URL without
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import http.client
 import io
 import logging
@@ -18,13 +20,15 @@ import os
 import re
 import socket
 import ssl
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import BinaryIO
 from urllib.parse import urlsplit
 
 from clip_worker.config import Config
 from clip_worker.netguard import Address, lookup
+from clip_worker.probe import Made
 from clip_worker.result import Reason, WorkerError
 
 log = logging.getLogger("clip_worker")
@@ -32,6 +36,8 @@ log = logging.getLogger("clip_worker")
 ATTEMPTS = 3
 BACKOFF_SECONDS = 0.5
 _CHUNK = 256 * 1024
+# A PUT begun before the output check holds back this much of the body until it passed.
+HELD_BYTES = 64 * 1024
 _ERROR_BODY = 64 * 1024
 _CODE = re.compile(rb"<Code>([^<]{1,64})</Code>")
 
@@ -99,8 +105,16 @@ def _classify(status: int, body: bytes, where: str) -> WorkerError:
 
 
 def _put_once(
-    url: str, headers: Mapping[str, str], body: BinaryIO, length: int, timeout: float
-) -> None:
+    url: str,
+    headers: Mapping[str, str],
+    body: BinaryIO,
+    length: int,
+    timeout: float,
+    gate: Callable[[], bool] | None = None,
+) -> bool:
+    """One PUT. With `gate`, the last HELD_BYTES of the body wait until gate() returns:
+    True sends them, False closes the connection with the body short, which S3 never
+    stores (a PUT is all or nothing). Returns whether the object was stored."""
     parts = urlsplit(url)
     where = redact(url)
     host = parts.hostname or ""
@@ -118,6 +132,13 @@ def _put_once(
                 conn.putheader(name, value)
             conn.putheader("Content-Length", str(length))
             conn.endheaders()
+            early = max(0, length - HELD_BYTES) if gate is not None else length
+            sent = 0
+            while sent < early and (chunk := body.read(min(_CHUNK, early - sent))):
+                conn.send(chunk)
+                sent += len(chunk)
+            if gate is not None and not gate():
+                return False  # closed below with the body short: nothing is stored
             while chunk := body.read(_CHUNK):
                 conn.send(chunk)
         except OSError as exc:
@@ -134,6 +155,7 @@ def _put_once(
         if status >= 300:
             raise _classify(status, data, where)
         response.read()
+        return True
     except WorkerError:
         raise
     except TimeoutError:
@@ -172,16 +194,92 @@ def put(
             time.sleep(BACKOFF_SECONDS * attempt)
 
 
-def put_clip(cfg: Config, path: str, content_type: str, disposition: str) -> None:
-    """PUT the clip with exactly the signed headers (defaults only for the unsigned ones)."""
-    assert cfg.upload_url is not None
+def _clip_headers(cfg: Config, content_type: str, disposition: str) -> dict[str, str]:
+    """Exactly the signed headers, with defaults only for the unsigned ones."""
     headers = dict(cfg.upload_headers)
     names = {k.lower() for k in headers}
     if "content-type" not in names:
         headers["Content-Type"] = content_type
     if "content-disposition" not in names:
         headers["Content-Disposition"] = disposition
+    return headers
+
+
+def put_clip(cfg: Config, path: str, content_type: str, disposition: str) -> None:
+    """PUT the clip with exactly the signed headers (defaults only for the unsigned ones)."""
+    assert cfg.upload_url is not None
+    headers = _clip_headers(cfg, content_type, disposition)
     put(cfg.upload_url, headers, path, b"", cfg.network_timeout)
+
+
+def _md5(path: str) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1024 * 1024):
+            digest.update(chunk)
+    return base64.b64encode(digest.digest()).decode("ascii")
+
+
+class HeldPut:
+    """The clip's PUT, begun while the output check decodes the clip: all of the body but
+    its last HELD_BYTES goes at once, the rest only after the check passed (`finish`).
+    `abort` closes the connection with the body short. The request carries the body's
+    Content-MD5, which S3 checks: a short body never matches, so nothing is stored (a
+    store that kept what it got, as versitygw does without it, keeps nothing either); a
+    clip that fails its check is never uploaded. Whatever went wrong with the early
+    attempt, `finish` falls back to the ordinary PUT (3 attempts): it costs only time."""
+
+    def __init__(self, cfg: Config, path: str, content_type: str, disposition: str) -> None:
+        assert cfg.upload_url is not None
+        self.cfg = cfg
+        self.path = path
+        self.headers = _clip_headers(cfg, content_type, disposition)
+        self._decided = threading.Event()
+        self._send = False
+        self._stored = False
+        self._problem = ""
+        self._thread = threading.Thread(target=self._run, name="held-put", daemon=True)
+        self._thread.start()
+        log.debug("upload begun during the output check: %s", redact(cfg.upload_url))
+
+    def _gate(self) -> bool:
+        self._decided.wait()
+        return self._send
+
+    def _run(self) -> None:
+        assert self.cfg.upload_url is not None
+        try:
+            headers = dict(self.headers)
+            if not any(k.lower() == "content-md5" for k in headers):
+                headers["Content-MD5"] = _md5(self.path)
+            with open(self.path, "rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
+                self._stored = _put_once(self.cfg.upload_url, headers, handle, size,
+                                         self.cfg.network_timeout, self._gate)  # fmt: skip
+        except WorkerError as exc:
+            self._problem = exc.message
+        except Exception as exc:  # never lost: finish() tries the ordinary PUT
+            self._problem = f"{type(exc).__name__}: {exc}"
+
+    def finish(self) -> None:
+        """The clip passed its check: complete the PUT (or make it again)."""
+        self._send = True
+        self._decided.set()
+        self._thread.join(self.cfg.network_timeout + 5)
+        if self._stored:
+            return
+        log.info("the early upload did not complete (%s); uploading again", self._problem)
+        assert self.cfg.upload_url is not None
+        put(self.cfg.upload_url, self.headers, self.path, b"", self.cfg.network_timeout)
+
+    def abort(self) -> None:
+        """The clip failed its check: end the PUT short (nothing is stored)."""
+        if self._decided.is_set():
+            return  # finished (or aborted) already
+        self._send = False
+        self._decided.set()
+        self._thread.join(self.cfg.network_timeout + 5)
+        log.debug("the clip's upload ended short: nothing stored")
 
 
 def put_result(cfg: Config, text: str) -> None:
@@ -189,3 +287,21 @@ def put_result(cfg: Config, text: str) -> None:
     assert cfg.result_url is not None
     headers = {"Content-Type": "application/json"}
     put(cfg.result_url, headers, None, text.encode(), cfg.network_timeout)
+
+
+# Begins the clip's upload (presigned) while the output check runs; None: upload later.
+EarlyUpload = Callable[[str], HeldPut] | None
+
+
+def checked(
+    path: str, early: EarlyUpload, check: Callable[[], Made]
+) -> tuple[Made, HeldPut | None]:
+    """Run the output check `check` of the clip at `path` with its upload begun beside it;
+    the upload is ended short (nothing stored) when the check or anything in it fails."""
+    held = early(path) if early is not None else None
+    try:
+        return check(), held
+    except BaseException:
+        if held is not None:
+            held.abort()
+        raise

@@ -127,10 +127,19 @@ def make_client(cfg: Config) -> Any:
 
 
 def upload(
-    cfg: Config, path: str, content_type: str, filename: str, client: Any | None = None
+    cfg: Config,
+    path: str,
+    content_type: str,
+    filename: str,
+    client: Any | None = None,
+    held: presigned.HeldPut | None = None,
 ) -> None:
-    """Upload `path` to the configured bucket and key."""
+    """Upload `path` to the configured bucket and key (`held`: the PUT begun during the
+    output check, completed now)."""
     if cfg.presigned:
+        if held is not None:
+            held.finish()
+            return
         presigned.put_clip(cfg, path, content_type, content_disposition(filename))
         return
     from boto3.s3.transfer import TransferConfig

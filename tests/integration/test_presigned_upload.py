@@ -224,3 +224,82 @@ def test_progress_is_put_beside_the_clip_through_its_presigned_url(
     report = json.loads(stored["Body"].read())
     assert report["phase"] in ("Resolving", "Downloading", "Encoding", "Uploading")
     assert report["percent"] in (0, 5, 45, 90) and report["updatedAt"].endswith("Z")
+
+
+# ---- issue 18: the upload begins while the clip is checked ------------------------------
+
+
+def _config(url: str) -> Any:
+    from clip_worker import config
+
+    return config.load({
+        "CLIP_SOURCE_URL": "https://example.com/v.mp4", "CLIP_START": "0", "CLIP_END": "2",
+        "CLIP_S3_BUCKET": "b", "CLIP_S3_KEY": KEY, "CLIP_UPLOAD_URL": url,
+        "CLIP_UPLOAD_HEADERS": json.dumps(HEADERS), "CLIP_NETWORK_TIMEOUT_SECONDS": "5",
+    })  # fmt: skip
+
+
+@pytest.mark.parametrize("size", [1000, 3 * 1024 * 1024 + 17])
+def test_held_upload_stores_the_clip_only_once_finished(
+    size: int, s3_server: S3Server, s3_bucket: str, tmp_path: Path
+) -> None:
+    """The PUT begun during the output check sends all but its last bytes; aborted (the
+    check failed), S3 stores nothing (versitygw keeps a short body unless its Content-MD5
+    fails: found by this test); finished, the object is the whole file."""
+    from clip_worker.presigned import HeldPut
+
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(bytes(range(256)) * (size // 256) + b"x" * (size % 256))
+    cfg = _config(_clip_url(s3_server, s3_bucket))
+    held = HeldPut(cfg, str(clip), HEADERS["Content-Type"], HEADERS["Content-Disposition"])
+    held.abort()
+    assert _objects(s3_server, s3_bucket) == []
+    held = HeldPut(cfg, str(clip), HEADERS["Content-Type"], HEADERS["Content-Disposition"])
+    held.finish()
+    obj = s3_server.client().get_object(Bucket=s3_bucket, Key=KEY)
+    assert obj["Body"].read() == clip.read_bytes()
+    assert obj["ContentType"] == HEADERS["Content-Type"]
+
+
+def test_held_upload_that_failed_early_is_made_again(
+    s3_server: S3Server, s3_bucket: str, tmp_path: Path
+) -> None:
+    """Nothing is lost when the early attempt breaks (here: S3 was not there yet): the
+    ordinary PUT follows once the check passed."""
+    from clip_worker.presigned import HeldPut
+
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"\x00" * 200_000)
+    url = _clip_url(s3_server, s3_bucket)
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    held = HeldPut(_config(url.replace(s3_server.endpoint, f"http://127.0.0.1:{port}")),
+                   str(clip), HEADERS["Content-Type"], HEADERS["Content-Disposition"])  # fmt: skip
+    held._thread.join(10)  # the early attempt has failed
+    held.cfg = _config(url)  # S3 is back by the time the check passed
+    held.finish()
+    assert s3_server.client().get_object(Bucket=s3_bucket, Key=KEY)["ContentLength"] == 200_000
+
+
+def test_a_clip_failing_its_check_is_not_stored_although_its_upload_began(
+    shapes: Any, shapes_server: MediaHTTPServer, s3_server: S3Server, s3_bucket: str,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """Fast mode on a source whose data does not decode: the copy's upload begins during
+    its check, the check fails, the upload ends short; the segment path fails too. S3 has
+    nothing, and the run is the named failure."""
+    env = {
+        "CLIP_SOURCE_URL": f"{shapes_server.url}/{shapes.corrupt}", "CLIP_START": "20",
+        "CLIP_END": "22", "CLIP_OUTPUT_FORMAT": "mp4", "CLIP_MODE": "fast",
+        "CLIP_ALLOW_PRIVATE_NETWORKS": "127.0.0.0/8",
+        "CLIP_ALLOW_PORTS": str(shapes_server.server_address[1]),
+        "CLIP_S3_BUCKET": s3_bucket, "CLIP_S3_KEY": KEY, "HOME": str(tmp_path),
+        "CLIP_UPLOAD_URL": _clip_url(s3_server, s3_bucket),
+        "CLIP_UPLOAD_HEADERS": json.dumps(HEADERS), "CLIP_DEBUG": "1",
+    }  # fmt: skip
+    run = run_worker(env, tmp_path)
+    assert (run.returncode, run.result["reason"]) == (2, "UnsupportedSource"), run.result
+    assert "upload begun during the output check" in run.stderr
+    assert "upload ended short" in run.stderr
+    assert _objects(s3_server, s3_bucket) == []
