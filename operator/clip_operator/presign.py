@@ -189,7 +189,9 @@ class Presigner:
         def sign() -> UploadTarget:
             client = self._client(settings)
             json_type = {"Content-Type": "application/json"}
-            progress = presign_put(client, bucket, progress_key(key), lifetime, json_type)
+            progress = None  # signed only for a clip long enough to report progress
+            if reports:
+                progress = presign_put(client, bucket, progress_key(key), lifetime, json_type)
             thumb_url = None
             if thumb_key and spec.thumbnail:
                 thumb_type = {"Content-Type": THUMBNAIL_TYPES[spec.thumbnail.format]}
@@ -202,7 +204,7 @@ class Presigner:
                 ),
                 key=key,
                 thumbnail_url=thumb_url,
-                progress_url=progress if reports else None,
+                progress_url=progress,
             )
 
         try:

@@ -8,6 +8,8 @@ a user can cause (wrong keys, unreachable endpoint, missing bucket) surfaces as 
 from __future__ import annotations
 
 import re
+import threading
+import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -23,6 +25,8 @@ from botocore.exceptions import (
     NoCredentialsError,
     PartialCredentialsError,
 )
+
+from .sigv4 import Signer
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -142,6 +146,20 @@ def make_client(settings: S3Settings, timeout_seconds: float = 10) -> S3Client:
     )
 
 
+_signers: weakref.WeakKeyDictionary[Any, Signer] = weakref.WeakKeyDictionary()
+_signers_lock = threading.Lock()
+
+
+def _signer(client: S3Client) -> Signer:
+    """The client's URL signer (sigv4.py: botocore's URLs without its per-URL endpoint
+    resolution), made once per client."""
+    found = _signers.get(client)
+    if found is None:
+        with _signers_lock:
+            found = _signers.setdefault(client, Signer(client))
+    return found
+
+
 def clamp_expiry(seconds: int) -> int:
     """Clamp a presigned-URL lifetime into [1, 604800] seconds (SigV4's 7-day cap)."""
     return max(MIN_PRESIGN_SECONDS, min(MAX_PRESIGN_SECONDS, int(seconds)))
@@ -171,13 +189,9 @@ def presign_get(
     seconds = clamp_expiry(expires_seconds)
     # X-Amz-Date has whole seconds and is taken after this: never report a later expiry.
     signed_at = datetime.now(UTC).replace(microsecond=0)
-    params: dict[str, Any] = {"Bucket": bucket, "Key": key}
-    if filename:
-        params["ResponseContentDisposition"] = content_disposition(filename)
+    query = {"response-content-disposition": content_disposition(filename)} if filename else None
     try:
-        url = client.generate_presigned_url(
-            "get_object", Params=params, ExpiresIn=seconds, HttpMethod="GET"
-        )
+        url = _signer(client).presign("GET", bucket, key, seconds, None, query, signed_at)
     except (NoCredentialsError, PartialCredentialsError) as exc:
         raise StorageError(
             f"cannot sign a download URL for s3://{bucket}/{key}: no S3 credentials ({exc}); "
@@ -246,20 +260,10 @@ def presign_put(
     client: S3Client, bucket: str, key: str, expires_seconds: int, headers: dict[str, str]
 ) -> str:
     """A presigned PUT URL for exactly this key; `headers` are signed and must be sent as is."""
-    params: dict[str, Any] = {"Bucket": bucket, "Key": key}
-    if "Content-Type" in headers:
-        params["ContentType"] = headers["Content-Type"]
-    if "Content-Disposition" in headers:
-        params["ContentDisposition"] = headers["Content-Disposition"]
+    names = ("Content-Type", "Content-Disposition")
+    signed: dict[str, str] = {k: headers[k] for k in names if k in headers}
     try:
-        return str(
-            client.generate_presigned_url(
-                "put_object",
-                Params=params,
-                ExpiresIn=clamp_expiry(expires_seconds),
-                HttpMethod="PUT",
-            )
-        )
+        return _signer(client).presign("PUT", bucket, key, clamp_expiry(expires_seconds), signed)
     except (NoCredentialsError, PartialCredentialsError) as exc:
         raise StorageError(
             f"cannot sign the upload to s3://{bucket}/{key}: no S3 credentials ({exc}); "
