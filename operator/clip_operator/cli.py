@@ -148,10 +148,13 @@ def run(config: OperatorConfig, verbose: bool) -> int:
             logging.getLogger("clip_operator").error(problem)
             return 1
         return _fail(problem)
-    memo = kopf.Memo(config=config)
+    # Our signal handlers raise it once the Lease is handed over (shutdown.py).
+    stop = asyncio.Event()
+    memo = kopf.Memo(config=config, stop=stop)
     try:
         asyncio.run(
             kopf.operator(
+                stop_flag=stop,
                 standalone=True,
                 clusterwide=not config.namespaces,
                 namespaces=config.namespaces,

@@ -17,7 +17,7 @@ from typing import Any
 
 import kopf
 
-from . import metrics, runtime
+from . import metrics, runtime, shutdown
 from .builders import LABEL_MANAGED_BY, MANAGED_BY
 from .config import OperatorConfig, load_config
 from .controller import Controller
@@ -75,6 +75,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         for stream in watches[kind]
     ]
     memo["watches"] = watches
+    if memo.get("stop") is not None:  # `clip-operator run` (cli.py): the Lease goes first
+        shutdown.install(memo["tasks"], memo["stop"])
     if config.health_port:
         memo["health"] = await runtime.serve_health(controller, config.health_port, elector)
     metrics.start_metrics_server(config.metrics_port)

@@ -117,7 +117,8 @@ def update_gauges(controller: Controller) -> None:
 async def serve_health(
     controller: Controller, port: int, elector: LeaderElector | None = None
 ) -> web.AppRunner:
-    """GET /healthz: 200 while the work queue makes progress (or stands by), 503 when stuck."""
+    """GET /healthz: 200 while the work queue makes progress (or stands by), 503 when stuck.
+    GET /readyz: 200 (the server starts when the operator has)."""
 
     async def healthz(_: web.Request) -> web.Response:
         leading = elector is None or elector.leading
@@ -131,8 +132,13 @@ async def serve_health(
         code = 503 if stalled > controller.config.stall_seconds else 200
         return web.json_response(body, status=code)
 
+    async def readyz(_: web.Request) -> web.Response:
+        # Served only once startup is done (Jobs listed, watches and the campaign running):
+        # a rolling update waits for this before it stops an old Pod.
+        return web.json_response({"leader": elector is None or elector.leading})
+
     app = web.Application()
-    app.add_routes([web.get("/healthz", healthz)])
+    app.add_routes([web.get("/healthz", healthz), web.get("/readyz", readyz)])
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "0.0.0.0", port).start()

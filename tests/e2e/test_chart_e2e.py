@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,6 +51,21 @@ def _wait_operator_ready(kube: Any, namespace: str, release: str, timeout: float
     return clipjobs.wait_for("the operator Pod Ready", ready, timeout=timeout, every=1)
 
 
+def _helm(kube: Any, tmp_path: Path, *args: str, timeout: float = 240) -> Any:
+    """helm with its state under the test's tmp_path, against the test cluster."""
+    env = {
+        **os.environ,
+        "KUBECONFIG": kube.kubeconfig,
+        "HELM_CONFIG_HOME": str(tmp_path / "helm" / "config"),
+        "HELM_CACHE_HOME": str(tmp_path / "helm" / "cache"),
+        "HELM_DATA_HOME": str(tmp_path / "helm" / "data"),
+    }
+    return subprocess.run(
+        [helm_binary(), *args], capture_output=True, text=True, env=env, timeout=timeout,
+        check=False,
+    )  # fmt: skip
+
+
 @pytest.fixture
 def chart_release(
     node_kube: Any,
@@ -64,7 +80,6 @@ def chart_release(
     """`helm install` into the test namespace, watching it; uninstalled afterwards."""
     from kubernetes import client
 
-    helm = helm_binary()
     require_image_on_node(node_kube, OPERATOR_IMAGE)
     require_image_on_node(node_kube, JOB_IMAGE)
     # The operator's own keys only: worker Pods get presigned URLs, no keys (issue 12).
@@ -110,19 +125,10 @@ def chart_release(
     }
     values_file = tmp_path / "values.yaml"
     values_file.write_text(yaml.safe_dump(values))
-    env = {
-        **os.environ,
-        "KUBECONFIG": node_kube.kubeconfig,
-        "HELM_CONFIG_HOME": str(tmp_path / "helm" / "config"),
-        "HELM_CACHE_HOME": str(tmp_path / "helm" / "cache"),
-        "HELM_DATA_HOME": str(tmp_path / "helm" / "data"),
-    }
     release = "clip"
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [helm, *args], capture_output=True, text=True, env=env, timeout=240, check=False
-        )
+        return _helm(node_kube, tmp_path, *args)
 
     proc = run("install", release, str(CHART), "--namespace", namespace, "-f", str(values_file))
     assert proc.returncode == 0, f"helm install failed:\n{proc.stdout}\n{proc.stderr}"
@@ -167,21 +173,10 @@ def test_chart_installed_operator_makes_a_clip(
 def test_helm_test_makes_a_clip_and_leaves_nothing_behind(
     node_kube: Any, namespace: str, chart_release: str, tmp_path: Path
 ) -> None:
-    env = {
-        **os.environ,
-        "KUBECONFIG": node_kube.kubeconfig,
-        "HELM_CONFIG_HOME": str(tmp_path / "helm" / "config"),
-        "HELM_CACHE_HOME": str(tmp_path / "helm" / "cache"),
-        "HELM_DATA_HOME": str(tmp_path / "helm" / "data"),
-    }
-    proc = subprocess.run(
-        [helm_binary(), "test", chart_release, "-n", namespace, "--logs", "--timeout", "300s"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=360,
-        check=False,
-    )
+    proc = _helm(
+        node_kube, tmp_path, "test", chart_release, "-n", namespace, "--logs",
+        "--timeout", "300s", timeout=360,
+    )  # fmt: skip
     assert proc.returncode == 0, f"helm test failed:\n{proc.stdout}\n{proc.stderr}"
     assert "Ready: the clip" in proc.stdout, proc.stdout
     assert "Succeeded" in proc.stdout  # helm's verdict on the test Pod
@@ -254,3 +249,95 @@ def test_operator_restarted_mid_clip_completes_once(
     assert download(status["url"], out)[0] == 200
     assert abs(media_duration(out) - 45.0) <= 0.1
     print(f"operator restarted; clip finished {time.monotonic() - restarted_at:.1f}s later")
+
+
+# The chart's default lease: a standby may take over after this long without renewal.
+LEASE_SECONDS = yaml.safe_load((CHART / "values.yaml").read_text())["leaderElection"][
+    "leaseDurationSeconds"
+]
+
+
+def test_helm_upgrade_under_load_leaves_no_gap_longer_than_the_lease(
+    node_kube: Any, namespace: str, media_server: Any, chart_release: str, tmp_path: Path
+) -> None:
+    """`helm upgrade` rolls both operator Pods while ClipJobs keep coming (one a second).
+
+    Users notice a gap as ClipJobs nobody answers: each one's reaction time (created -> the
+    operator's first status write) must stay within the lease, every ClipJob succeeds, and
+    each has exactly one Job (no hand-over runs a clip twice).
+    """
+    created: dict[str, float] = {}
+    reacted: dict[str, float] = {}
+    holders: list[tuple[float, str]] = []
+    stop = threading.Event()
+
+    def observe() -> None:  # ClipJobs' first status and the Lease's holder, every 0.1 s
+        while not stop.is_set():
+            items = node_kube.custom.list_namespaced_custom_object(
+                clipjobs.GROUP, clipjobs.VERSION, namespace, clipjobs.PLURAL
+            )["items"]
+            now = time.monotonic()
+            for item in items:
+                if (item.get("status") or {}).get("phase"):
+                    reacted.setdefault(item["metadata"]["name"], now)
+            for lease in node_kube.run_kubectl(
+                "-n", namespace, "get", "lease", "-o",
+                "jsonpath={range .items[*]}{.spec.holderIdentity}{'\\n'}{end}",
+            ).stdout.split():  # fmt: skip
+                if not holders or holders[-1][1] != lease:
+                    holders.append((now, lease))
+            stop.wait(0.1)
+
+    observer = threading.Thread(target=observe, daemon=True)
+    observer.start()
+    upgrade: dict[str, Any] = {}
+
+    def run_upgrade() -> None:
+        upgrade["start"] = time.monotonic()
+        upgrade["proc"] = _helm(
+            node_kube, tmp_path, "upgrade", chart_release, str(CHART), "-n", namespace,
+            "--reuse-values", "--set-string", f"podAnnotations.rolled={time.time_ns()}",
+            "--wait", "--timeout", "240s", timeout=300,
+        )  # fmt: skip
+        upgrade["end"] = time.monotonic()
+
+    upgrader = threading.Thread(target=run_upgrade, daemon=True)
+    t0 = time.monotonic()
+    try:
+        # One ClipJob a second (a 1 s stream copy each), from 5 s before the upgrade to 5 s
+        # after it has finished; bounded at 150 ClipJobs.
+        for i in range(150):
+            if i == 5:
+                upgrader.start()
+            if "end" in upgrade and time.monotonic() > upgrade["end"] + 5:
+                break
+            name = f"load-{i}"
+            body = clip_manifest(name, f"{media_server.url}/long_faststart.mp4")
+            body["spec"].update(start="10", end="11", output={"format": "mp4", "mode": "fast"})
+            created[name] = time.monotonic()
+            clipjobs.create(node_kube, namespace, body)
+            time.sleep(max(0.0, t0 + i + 1 - time.monotonic()))
+        upgrader.join(timeout=300)
+        proc = upgrade["proc"]
+        assert proc.returncode == 0, f"helm upgrade failed:\n{proc.stdout}\n{proc.stderr}"
+        for name in created:
+            status = wait_terminal(node_kube, namespace, name)["status"]
+            assert status["phase"] == "Succeeded", (name, status)
+            assert len(jobs_of(node_kube, namespace, name)) == 1, name
+    finally:
+        stop.set()
+        observer.join(timeout=10)
+    reaction = {n: reacted[n] - created[n] for n in created}
+    during = [v for n, v in reaction.items() if upgrade["start"] <= created[n] <= upgrade["end"]]
+    worst = max(reaction, key=lambda n: reaction[n])
+    print(
+        f"helm upgrade took {upgrade['end'] - upgrade['start']:.1f} s under {len(created)} "
+        f"ClipJobs ({len(during)} created during it); reaction p50 "
+        f"{sorted(reaction.values())[len(reaction) // 2]:.2f} s, max {reaction[worst]:.2f} s "
+        f"({worst}); Lease holders: {[(round(t - t0, 1), h) for t, h in holders]}"
+    )
+    assert len(during) >= 5, "the upgrade finished before the load covered it"
+    assert len({h for _, h in holders}) >= 2, f"the upgrade never moved the Lease: {holders}"
+    assert reaction[worst] <= LEASE_SECONDS, (
+        f"{worst} waited {reaction[worst]:.1f} s for the operator (lease {LEASE_SECONDS} s)"
+    )
