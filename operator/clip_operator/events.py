@@ -5,6 +5,9 @@ rate-limited, naming the reporting Pod, posted in the background (never blocks a
   Event's `series` (count, lastObservedTime) instead of creating a new object.
 - Per object, a token bucket (burst 25, one token per 5 minutes: client-go's spam filter)
   drops the excess, so a ClipJob in a retry loop cannot flood etcd.
+- At most MAX_PENDING Events wait to be sent (client-go's broadcaster queue holds 1,000):
+  in a burst the rest are dropped rather than held in memory, and a clean stop waits
+  DRAIN_SECONDS at most for what is still pending.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ log = logging.getLogger("clip_operator.events")
 MAX_NOTE = 1024
 DEDUPE_SECONDS = 600.0
 BURST, REFILL_SECONDS = 25, 300.0
+MAX_PENDING = 1000
+DRAIN_SECONDS = 5.0
 CONTROLLER = "mememaker.io/clip-operator"
 
 
@@ -38,6 +43,7 @@ class EventPoster:
         self._tasks: set[asyncio.Task[None]] = set()
         self._seen: dict[tuple[str, str, str, str], tuple[str, int, float]] = {}
         self._tokens: dict[str, tuple[float, float]] = {}  # uid -> (tokens, last refill)
+        self.dropped = 0  # Events dropped because MAX_PENDING were waiting
 
     def _allow(self, uid: str, now: float) -> bool:
         tokens, last = self._tokens.get(uid, (float(BURST), now))
@@ -93,6 +99,11 @@ class EventPoster:
         self._spawn(self.kube.create_event(namespace, event), reason)
 
     def _spawn(self, call: Any, reason: str) -> None:
+        if len(self._tasks) >= MAX_PENDING:
+            call.close()  # never awaited: the coroutine is dropped with the Event
+            self.dropped += 1
+            log.debug("dropping event %s: %d Events waiting to be sent", reason, MAX_PENDING)
+            return
         task = asyncio.get_running_loop().create_task(self._send(call, reason))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -109,6 +120,7 @@ class EventPoster:
     def warn(self, body: dict[str, Any], reason: str, message: str) -> None:
         self.post(body, "Warning", reason, message)
 
-    async def drain(self) -> None:
+    async def drain(self, timeout: float = DRAIN_SECONDS) -> None:
+        """Wait for the Events still being sent, `timeout` seconds at most."""
         if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await asyncio.wait(set(self._tasks), timeout=timeout)

@@ -26,7 +26,7 @@ from .models import GROUP, PLURAL, VERSION
 
 FIELD_MANAGER = "clip-operator"
 MERGE_PATCH = "application/merge-patch+json"
-EVENT_SLOTS = 4  # Events in flight at once: they must never crowd out Jobs or status
+EVENT_SLOTS = 8  # Events in flight at once: they must never crowd out Jobs or status
 
 
 def ssl_context(cfg: client.Configuration) -> ssl.SSLContext:

@@ -54,3 +54,30 @@ def test_a_flood_for_one_object_is_cut_at_the_burst() -> None:
     kube = FakeKube()
     post_many(kube, [("Retry", f"attempt {n}") for n in range(100)])
     assert len(kube.created) == events.BURST
+
+
+def test_a_burst_beyond_the_pending_bound_is_dropped_not_held() -> None:
+    """Events wait in memory only up to MAX_PENDING (a 5,000-ClipJob burst must not hold
+    thousands of Event bodies and their tasks); a clean stop waits DRAIN_SECONDS at most."""
+
+    class SlowKube(FakeKube):
+        async def create_event(self, namespace: str, event: dict[str, Any]) -> None:
+            await asyncio.sleep(3600)  # an API server that never answers
+
+    async def main() -> tuple[int, int, float]:
+        poster = EventPoster(SlowKube())
+        for n in range(events.MAX_PENDING + 50):
+            body = {**BODY, "metadata": {**BODY["metadata"], "uid": f"u{n}"}}
+            poster.info(body, "JobCreated", "created")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await poster.drain(timeout=0.2)
+        waited = loop.time() - started
+        pending = len(poster._tasks)
+        for task in list(poster._tasks):
+            task.cancel()
+        return pending, poster.dropped, waited
+
+    pending, dropped, waited = asyncio.run(main())
+    assert pending == events.MAX_PENDING and dropped == 50
+    assert waited < 5
