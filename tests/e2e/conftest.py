@@ -23,6 +23,7 @@ The servers bind only that host address (for hack/node: the bridge address, e.g.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
@@ -102,6 +103,9 @@ def kind_env(request: pytest.FixtureRequest) -> Iterator[kind_backend.KindEnv | 
         (DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, DEFAULT_REGION),
     )
     os.environ["CLIP_TEST_KUBECONFIG"] = str(env.kubeconfig)
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        print("\n" + env.describe(), flush=True)  # the kind node, kubeadm's control plane, ...
     try:
         with kind_backend.svc_hosts({kind_backend.INFRA_HOST: env.node_ip}):
             yield env

@@ -63,6 +63,13 @@ class KindEnv:
     def media_url(self) -> str:
         return f"http://{INFRA_HOST}:{MEDIA_PORT}"
 
+    def describe(self) -> str:
+        """`kubectl get nodes` and kube-system's Pods: what the tests run on."""
+        kubectl = str(self.cluster.kubectl_path)
+        nodes = _kubectl(kubectl, self.kubeconfig, "get", "nodes", "-o", "wide")
+        pods = _kubectl(kubectl, self.kubeconfig, "-n", "kube-system", "get", "pods")
+        return f"kind cluster {self.cluster.name}:\n{nodes}{pods}"
+
     def subprocess_env(self) -> dict[str, str]:
         """Env for a Python subprocess on this machine that must reach the Service by name."""
         path = os.environ.get("PYTHONPATH")
@@ -90,11 +97,11 @@ def svc_hosts(hosts: dict[str, str]) -> Iterator[None]:
         name = host.decode() if isinstance(host, bytes) else host
         return original(hosts.get(name, host), *args, **kwargs)
 
-    socket.getaddrinfo = getaddrinfo  # type: ignore[assignment]
+    socket.getaddrinfo = getaddrinfo
     try:
         yield
     finally:
-        socket.getaddrinfo = original  # type: ignore[assignment]
+        socket.getaddrinfo = original
 
 
 def _docker(*args: str, timeout: float = 600) -> str:
