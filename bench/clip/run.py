@@ -1,72 +1,104 @@
-"""Benchmark: a 10 s clip from the middle of a 60-minute 720p video served over HTTP.
+"""Benchmark: a 10 s clip made by clip-worker and by the alternatives, on three sources.
 
-    hack/s3.sh start && eval "$(hack/s3.sh env)" && python -m bench.clip.run
+    CLIP_S3_PORT=7171 CLIP_S3_STATE=/tmp/clip-s3 hack/s3.sh start
+    eval "$(CLIP_S3_PORT=7171 CLIP_S3_STATE=/tmp/clip-s3 hack/s3.sh env)"
+    python -m bench.clip.run --rounds 5 --before <commit>
 
-Compares, in one run and against the same local server (tests/mediaserver.py, which
-counts the bytes it sends): clip-worker fast and accurate, `yt-dlp --download-sections`
-with and without `--force-keyframes-at-cuts`, and a full download followed by an exact
-FFmpeg cut. Reports wall time (median of the rounds), bytes fetched, output duration and
-frame count, and which source frame each output starts with, then rewrites the
-"## clip" section of bench/RESULTS.md.
+Sources (bench/clip/source.py), each served by `tests/mediaserver.py` on 127.0.0.1, which
+counts the bytes it sends: the 60-minute 720p 25 fps MP4 (index first), a 29.97 fps MP4
+with a 10 s GOP, B-frames and its index at the end, and HLS (the main source's first 10
+minutes remuxed, 4 s segments). Methods (bench/clip/methods.py): clip-worker fast and
+accurate (and, with --before, the worker of an older commit), `yt-dlp --download-sections`
+with and without `--force-keyframes-at-cuts`, a plain `ffmpeg -ss -to -i URL -c copy`, and
+a full download followed by an exact cut.
+
+Rounds are paired and interleaved: each round runs every method on every source, in an
+order rotated from round to round, so a method's ratio to another in the same round is
+little moved by the load of other work on the machine; the report gives each round's
+ratios and their median, the load average, wall and CPU seconds (the method and its
+children), bytes fetched, the output's frames and which source frame it starts with.
+Rewrites the "## clip" section of bench/RESULTS.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import os
-import platform
+import resource
 import shlex
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-from bench.clip.source import BenchSource, ensure_source
+from bench.clip.methods import BUCKET, Method, methods, run_checked, s3_client, worker_tree
+from bench.clip.report import render
+from bench.clip.source import (
+    NTSC_MOOV_END,
+    BenchSource,
+    ensure_source,
+    hls_minimum,
+    hls_of,
+    mp4_minimum,
+)
 from tests.mediaserver import MediaHTTPServer
-from tests.plugins.media import decoded_frames, ffprobe_json, media_duration
+from tests.plugins.media import decoded_frames, media_duration
 
 REPO = Path(__file__).resolve().parents[2]
-BUCKET = "bench-clip"
+_s3_client = s3_client  # the name bench.clip.longgop imports
+__all__ = ["BUCKET", "_s3_client", "main", "write_section"]
+
+
+@dataclass
+class Case:
+    """One source: where it is served from, the clip's range, the bytes it cannot avoid."""
+
+    key: str
+    title: str
+    spec: BenchSource
+    directory: Path
+    path: str  # under directory: what the URL names
+    reference: Path  # the MP4 whose frames the outputs are matched against
+    start: float
+    end: float
+    minimum: tuple[int, int]  # (index or playlists, media bytes)
+    minimum_note: str
 
 
 @dataclass
 class Outcome:
-    """One method's measurements over the rounds."""
+    """One method's measurements on one source over the rounds."""
 
     name: str
     command: str
     walls: list[float] = field(default_factory=list)
+    cpus: list[float] = field(default_factory=list)
     bytes: list[int] = field(default_factory=list)
+    results: list[dict[str, Any]] = field(default_factory=list)  # worker termination JSON
     duration: float = 0.0
     frames: int = 0
+    size: int = 0
     shown: tuple[int, float] = (0, 0.0)  # (offset in frames, PSNR dB) of the first frame shown
     stored: int = 0  # offset of the first frame stored (edit lists ignored)
-    cut_path: str = ""
-    phases: str = ""
 
 
-def _run(cmd: list[str], env: dict[str, str] | None = None, timeout: float = 1800) -> None:
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-    if done.returncode != 0:
-        raise RuntimeError(f"{shlex.join(cmd)} failed: {done.stderr[-1500:]}")
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
-def identify(source: Path, fps: int, image: Path, target: int, back: int) -> tuple[int, float]:
+def identify(source: Path, fps: float, image: Path, target: int, back: int) -> tuple[int, float]:
     """(offset from target, PSNR dB) of the source frame in [target-back, target+1] that best
     matches `image`: one FFmpeg run, the psnr filter's per-frame log."""
     with tempfile.TemporaryDirectory(prefix="psnr-") as tmp:
         stats = Path(tmp) / "psnr.log"
-        _run(["ffmpeg", "-nostdin", "-v", "error", "-ss", f"{(target - back) / fps:.6f}",
-              "-t", f"{(back + 2) / fps:.6f}", "-i", str(source), "-loop", "1", "-i", str(image),
-              "-lavfi", f"[0:v][1:v]psnr=stats_file={stats}:shortest=1",
-              "-f", "null", "-"])  # fmt: skip
+        run_checked(["ffmpeg", "-nostdin", "-v", "error", "-ss", f"{(target - back) / fps:.6f}",
+                     "-t", f"{(back + 2) / fps:.6f}", "-i", str(source), "-loop", "1", "-i",
+                     str(image), "-lavfi", f"[0:v][1:v]psnr=stats_file={stats}:shortest=1",
+                     "-f", "null", "-"])  # fmt: skip
         scores = {}
         for line in stats.read_text().splitlines():
             fields = dict(item.split(":", 1) for item in line.split() if ":" in item)
@@ -78,251 +110,109 @@ def identify(source: Path, fps: int, image: Path, target: int, back: int) -> tup
 
 def _first_frame(clip: Path, out: Path, ignore_editlist: bool) -> Path:
     pre = ["-ignore_editlist", "1"] if ignore_editlist else []
-    _run(["ffmpeg", "-nostdin", "-v", "error", "-y", *pre, "-i", str(clip), "-frames:v", "1",
-          str(out)])  # fmt: skip
+    run_checked(["ffmpeg", "-nostdin", "-v", "error", "-y", *pre, "-i", str(clip),
+                 "-frames:v", "1", str(out)])  # fmt: skip
     return out
 
 
-def _s3_client() -> object:
-    import boto3
-    from botocore.config import Config
-
-    return boto3.session.Session().client(
-        "s3",
-        endpoint_url=os.environ["CLIP_S3_ENDPOINT"],
-        region_name=os.environ.get("CLIP_S3_REGION", "us-east-1"),
-        config=Config(s3={"addressing_style": "path"}, request_checksum_calculation="when_required",
-                      response_checksum_validation="when_required"),
-    )  # fmt: skip
-
-
-def methods(
-    url: str, bulk_url: str, start: float, end: float, work: Path
-) -> list[tuple[str, str, Callable[[], Path]]]:
-    """(name, command shown in the report, function producing the clip file)."""
-    s3: Any = _s3_client()
-    ytdlp = [sys.executable, "-m", "yt_dlp", "--no-cache-dir", "--no-part", "--quiet",
-             "--no-progress", "--force-overwrites"]  # fmt: skip
-    section = f"*{start}-{end}"
-
-    def worker(mode: str) -> Callable[[], Path]:
-        def go() -> Path:
-            env = {**os.environ, "CLIP_SOURCE_URL": url, "CLIP_START": f"{start}",
-                   "CLIP_END": f"{end}", "CLIP_OUTPUT_FORMAT": "mp4", "CLIP_MODE": mode,
-                   "CLIP_ALLOW_PRIVATE_NETWORKS": "127.0.0.0/8", "CLIP_S3_BUCKET": BUCKET,
-                   "CLIP_ALLOW_PORTS": str(urlsplit(url).port or 80),
-                   "CLIP_S3_KEY": f"{mode}.mp4", "CLIP_WORK_DIR": str(work / "scratch"),
-                   "CLIP_TERMINATION_LOG": str(work / f"{mode}.json")}  # fmt: skip
-            _run(["clip-worker"], env=env)
-            out = work / f"ours-{mode}.mp4"
-            out.write_bytes(s3.get_object(Bucket=BUCKET, Key=f"{mode}.mp4")["Body"].read())
-            return out
-
-        return go
-
-    def sections(force: bool) -> Callable[[], Path]:
-        def go() -> Path:
-            out = work / f"ytdlp-{int(force)}.mp4"
-            extra = ["--force-keyframes-at-cuts"] if force else []
-            _run([*ytdlp, "--download-sections", section, *extra, "-o", str(out), url])
-            return out
-
-        return go
-
-    def full() -> Path:
-        whole, out = work / "full.mp4", work / "full-cut.mp4"
-        _run([*ytdlp, "-o", str(whole), bulk_url])
-        _run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-ss", f"{start}", "-i", str(whole),
-              "-t", f"{end - start}", "-c:v", "libx264", "-preset", "veryfast", "-crf", "20",
-              "-c:a", "aac", "-movflags", "+faststart", str(out)])  # fmt: skip
-        whole.unlink()
-        return out
-
-    return [
-        ("clip-worker fast", f"clip-worker (CLIP_MODE=fast, {url})", worker("fast")),
-        ("clip-worker accurate", f"clip-worker (CLIP_MODE=accurate, {url})", worker("accurate")),
-        ("yt-dlp --download-sections", f"yt-dlp --download-sections '{section}' URL",
-         sections(False)),
-        ("yt-dlp --download-sections --force-keyframes-at-cuts",
-         f"yt-dlp --download-sections '{section}' --force-keyframes-at-cuts URL", sections(True)),
-        ("full download, then exact cut",
-         "yt-dlp URL && ffmpeg -ss S -i full.mp4 -t 10 -c:v libx264 -preset veryfast ...", full),
-    ]  # fmt: skip
+def cases(length: float, which: list[str]) -> list[Case]:
+    """The sources asked for (generated and cached on first use)."""
+    main = BenchSource()
+    out = []
+    if "mp4" in which:
+        d = ensure_source(main)
+        s, e = 2700.6, 2700.6 + length
+        out.append(Case("mp4", main.describe(), main, d, "source.mp4", d / "source.mp4", s, e,
+                        mp4_minimum(d / "source.mp4", s, e),
+                        "index + keyframe-before-start to end"))  # fmt: skip
+    if "ntsc" in which:
+        d = ensure_source(NTSC_MOOV_END)
+        s, e = 150.5, 150.5 + length  # between keyframes (150.15 s, 160.16 s)
+        out.append(Case("ntsc", NTSC_MOOV_END.describe(), NTSC_MOOV_END, d, "source.mp4",
+                        d / "source.mp4", s, e, mp4_minimum(d / "source.mp4", s, e),
+                        "index (at the end) + keyframe-before-start to end"))  # fmt: skip
+    if "hls" in which:
+        d = hls_of(main, 600)
+        s, e = 300.6, 300.6 + length
+        out.append(Case("hls", "HLS (VOD, 4 s MPEG-TS segments) remuxed from the first 10 "
+                        "minutes of the 60-minute source", main, d, "index.m3u8",
+                        ensure_source(main) / "source.mp4", s, e, hls_minimum(d, s, e),
+                        "playlist + the segments overlapping [start, end)"))  # fmt: skip
+    return out
 
 
-def clip_range_bytes(source: Path, start: float, end: float) -> tuple[int, int]:
-    """(index size, bytes from the keyframe before start to end): the unavoidable fetch."""
-    import struct
-
-    with open(source, "rb") as handle:
-        offset, moov = 0, 0
-        for _ in range(100):
-            handle.seek(offset)
-            header = handle.read(16)
-            if len(header) < 8:
-                break
-            size, kind = struct.unpack(">I4s", header[:8])
-            size = struct.unpack(">Q", header[8:16])[0] if size == 1 else size
-            if kind == b"moov":
-                moov = size
-            offset += size
-    packets = ffprobe_json(
-        source, "-read_intervals", f"{start - 10}%{end + 2}",
-        "-show_entries", "packet=stream_index,pts_time,pos,size,flags",
-    )["packets"]  # fmt: skip
-    keys = [float(p["pts_time"]) for p in packets if p["stream_index"] == 0 and "K" in p["flags"]]
-    keyframe = max(k for k in keys if k <= start)
-    inside = [p for p in packets if keyframe <= float(p["pts_time"]) < end]
-    low = min(int(p["pos"]) for p in inside)
-    high = max(int(p["pos"]) + int(p["size"]) for p in inside)
-    return moov, high - low
+def _quality(case: Case, o: Outcome, out: Path, work: Path) -> None:
+    fps = case.spec.frame_rate
+    o.duration = media_duration(out)
+    o.frames = decoded_frames(out)
+    o.size = out.stat().st_size
+    back = round(fps * case.spec.gop_seconds)
+    target = math.ceil(case.start * fps - 1e-6)  # the first frame shown at or after start
+    o.shown = identify(case.reference, fps, _first_frame(out, work / "shown.png", False),
+                       target, back)  # fmt: skip
+    o.stored = identify(case.reference, fps, _first_frame(out, work / "stored.png", True),
+                        target, back)[0]  # fmt: skip
 
 
-def measure(args: argparse.Namespace) -> tuple[list[Outcome], dict[str, Any]]:
-    spec = BenchSource(seconds=int(args.minutes * 60))
-    directory = ensure_source(spec)
-    source = directory / "source.mp4"
-    start, end = args.start, args.start + args.length
-    index, clip = clip_range_bytes(source, start, end)
-    server = MediaHTTPServer(directory, "127.0.0.1", 0)
-    server.start()
-    # The full download gets a server with default socket buffers: the small buffer that
-    # keeps byte counts exact caps a single connection at a few MB/s on loopback.
-    bulk = MediaHTTPServer(directory, "127.0.0.1", 0, send_buffer=None)
-    bulk.start()
-    s3: Any = _s3_client()
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    chosen = cases(args.length, args.sources)
+    s3 = s3_client()
     try:
         s3.create_bucket(Bucket=BUCKET)
     except Exception as exc:  # already there
         if "BucketAlready" not in type(exc).__name__ and "BucketAlready" not in str(exc):
             raise
-    outcomes: list[Outcome] = []
+    before = worker_tree(args.before) if args.before else None
+    load = [os.getloadavg()]
+    servers: dict[str, tuple[MediaHTTPServer, MediaHTTPServer]] = {}
+    plans: dict[str, list[Method]] = {}
+    results: dict[str, dict[str, Outcome]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-clip-") as tmp:
         work = Path(tmp)
-        target = round(start * spec.fps)
-        url = f"{server.url}/source.mp4"
-        chosen = methods(url, f"{bulk.url}/source.mp4", start, end, work)
-        results = {name: Outcome(name, command) for name, command, _ in chosen}
-        for round_no in range(args.rounds):
-            for name, _, produce in chosen:
-                server.stats.reset()
-                bulk.stats.reset()
-                began = time.monotonic()
-                out = produce()
-                results[name].walls.append(time.monotonic() - began)
-                results[name].bytes.append(server.stats.bytes() + bulk.stats.bytes())
-                print(f"round {round_no + 1} {name}: {results[name].walls[-1]:.2f} s, "
-                      f"{results[name].bytes[-1]} B", flush=True)  # fmt: skip
-                if round_no == 0:
-                    o = results[name]
-                    o.duration = media_duration(out)
-                    o.frames = decoded_frames(out)
-                    back = spec.fps * spec.gop_seconds
-                    shown = _first_frame(out, work / "shown.png", False)
-                    stored = _first_frame(out, work / "stored.png", True)
-                    o.shown = identify(source, spec.fps, shown, target, back)
-                    o.stored = identify(source, spec.fps, stored, target, back)[0]
-                    mode = name.rsplit(" ", 1)[-1]
-                    summary = work / f"{mode}.json"
-                    if name.startswith("clip-worker") and summary.exists():
-                        result = json.loads(summary.read_text())
-                        o.cut_path = result.get("cutPath", "")
-                        t = result.get("timings", {})
-                        o.phases = ", ".join(
-                            f"{k.removesuffix('Seconds')} {v:.2f}" for k, v in t.items()
-                        )
-                out.unlink(missing_ok=True)
-        outcomes = list(results.values())
-    for srv in (server, bulk):
-        srv.shutdown()
-        srv.server_close()
-    context = {"index": index, "clip": clip, "start": start, "end": end, "spec": spec,
-               "size": source.stat().st_size, "fps": spec.fps}  # fmt: skip
-    return outcomes, context
-
-
-def _ffmpeg_version() -> str:
-    out = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True, timeout=30)
-    return out.stdout.split()[2]
-
-
-def render(outcomes: list[Outcome], ctx: dict[str, Any], command: str, rounds: int) -> str:
-    """The "## clip" section of bench/RESULTS.md."""
-    need = ctx["index"] + ctx["clip"]
-    fps = ctx["fps"]
-    spec: BenchSource = ctx["spec"]
-    lines = [
-        "## clip",
-        "",
-        f"A {ctx['end'] - ctx['start']:g} s clip at {ctx['start']:g} s "
-        f"({int(ctx['start'] // 60)}:{ctx['start'] % 60:04.1f}, between keyframes) of a "
-        f"{spec.seconds // 60}-minute {spec.width}x{spec.height} {fps} fps H.264 "
-        f"({spec.preset}, CRF {spec.crf}, {spec.bframes} B-frames, keyframe every "
-        f"{spec.gop_seconds} s) + AAC MP4 with the index first ({ctx['size'] / 1e6:.0f} MB), "
-        "served by `tests/mediaserver.py` on 127.0.0.1, which counts the bytes it sends.",
-        f"Unavoidable bytes: index {ctx['index'] / 1e3:.0f} kB + keyframe-before-start to end "
-        f"{ctx['clip'] / 1e6:.2f} MB = {need / 1e6:.2f} MB.",
-        "",
-        f"Command: `{command}` — {rounds} rounds, wall time is the median; "
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.machine()}, "
-        f"{os.cpu_count()} CPUs shared with other work, "
-        f"FFmpeg {_ffmpeg_version()}.",
-        "",
-        "| method | wall s | bytes fetched | / unavoidable | duration s | frames "
-        "| first frame shown | first frame stored |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |",
-    ]  # fmt: skip
-
-    def frame(offset: int) -> str:
-        return "exact" if offset == 0 else f"{offset:+d} frames ({offset / fps:+.2f} s)"
-
-    for o in outcomes:
-        name = o.name + (f" (cutPath `{o.cut_path}`)" if o.cut_path else "")
-        median_bytes = statistics.median(o.bytes)
-        lines.append(
-            f"| {name} | {statistics.median(o.walls):.2f} | {median_bytes / 1e6:.2f} MB | "
-            f"{median_bytes / need:.2f} | {o.duration:.3f} | {o.frames} | "
-            f"{frame(o.shown[0])}, {o.shown[1]:.1f} dB | {frame(o.stored)} |"
-        )
-    by = {o.name: statistics.median(o.walls) for o in outcomes}
-    phases = [f"- {o.name} phases (round 1, s): {o.phases}" for o in outcomes if o.phases]
-    walls = {o.name: o.walls for o in outcomes}
-
-    def paired(ours: str, theirs: str) -> str:
-        ratios = [a / b for a, b in zip(walls[ours], walls[theirs], strict=True)]
-        listed = ", ".join(f"{r:.2f}" for r in ratios)
-        return f"{listed} (median {statistics.median(ratios):.2f})"
-
-    phases.insert(
-        0,
-        "- per-round paired ratios (robust to load drifting during the run): accurate / "
-        "--force-keyframes-at-cuts "
-        + paired("clip-worker accurate", "yt-dlp --download-sections --force-keyframes-at-cuts")
-        + "; fast / default "
-        + paired("clip-worker fast", "yt-dlp --download-sections"),
-    )
-    accurate = (
-        by["clip-worker accurate"] / by["yt-dlp --download-sections --force-keyframes-at-cuts"]
-    )
-    fast = by["clip-worker fast"] / by["yt-dlp --download-sections"]
-    lines += [
-        "",
-        f"- accurate / yt-dlp --force-keyframes-at-cuts wall time: {accurate:.2f} "
-        f"(target <= 0.50: {'met' if accurate <= 0.5 else 'NOT met'})",
-        f"- fast / yt-dlp default section download wall time: {fast:.2f} "
-        f"(target <= 1.00: {'met' if fast <= 1.0 else 'NOT met'})",
-        *phases,
-        "- \"first frame shown\" is what FFmpeg decodes first (edit lists honoured), matched "
-        "by PSNR against the source frames from the keyframe before the start to one after; "
-        "\"stored\" ignores edit lists (`-ignore_editlist 1`): the lead-in a player that "
-        "ignores edit lists shows. clip-worker's wall time includes Python start-up, the "
-        "yt-dlp extraction and the S3 upload to a local versitygw.",
-        "- The clip methods share one server whose 32 KiB send buffer keeps byte counts "
-        "exact; the full download uses a second server with default buffers (the small "
-        "buffer caps one loopback connection at a few MB/s).",
-        "",
-    ]  # fmt: skip
-    return "\n".join(lines)
+        for case in chosen:
+            server = MediaHTTPServer(case.directory, "127.0.0.1", 0)
+            # The full download gets default socket buffers: the small one that keeps
+            # byte counts exact caps one loopback connection at a few MB/s.
+            bulk = MediaHTTPServer(case.directory, "127.0.0.1", 0, send_buffer=None)
+            server.start()
+            bulk.start()
+            servers[case.key] = (server, bulk)
+            plan = methods(f"{server.url}/{case.path}", f"{bulk.url}/{case.path}", case.start,
+                           case.end, work, before)  # fmt: skip
+            plan = [m for m in plan if not args.methods or any(w in m.name for w in args.methods)]
+            plans[case.key] = plan
+            results[case.key] = {m.name: Outcome(m.name, m.command) for m in plan}
+        try:
+            for round_no in range(args.rounds):
+                for case in chosen:
+                    server, bulk = servers[case.key]
+                    plan = plans[case.key]
+                    shift = round_no % len(plan)
+                    for method in plan[shift:] + plan[:shift]:
+                        o = results[case.key][method.name]
+                        server.stats.reset()
+                        bulk.stats.reset()
+                        began, cpu = time.monotonic(), _children_cpu()
+                        out = method.produce()
+                        o.walls.append(time.monotonic() - began)
+                        o.cpus.append(_children_cpu() - cpu)
+                        o.bytes.append(server.stats.bytes() + bulk.stats.bytes())
+                        if method.collect is not None:
+                            o.results.append(method.collect())
+                        print(f"round {round_no + 1} {case.key} {method.name}: "
+                              f"{o.walls[-1]:.2f} s, {o.cpus[-1]:.2f} CPU s, {o.bytes[-1]} B",
+                              flush=True)  # fmt: skip
+                        if round_no == 0:
+                            _quality(case, o, out, work)
+                        out.unlink(missing_ok=True)
+                load.append(os.getloadavg())
+        finally:
+            for server, bulk in servers.values():
+                for srv in (server, bulk):
+                    srv.shutdown()
+                    srv.server_close()
+    return {"cases": chosen, "results": results, "load": load, "rounds": args.rounds,
+            "before": args.before}  # fmt: skip
 
 
 def write_section(path: Path, section: str, title: str = "## clip") -> None:
@@ -341,20 +231,25 @@ def write_section(path: Path, section: str, title: str = "## clip") -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--start", type=float, default=2700.6, help="clip start, seconds")
-    parser.add_argument("--length", type=float, default=10.0)
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--length", type=float, default=10.0, help="clip length, seconds")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--minutes", type=float, default=60, help="source length (smoke runs)")
+    parser.add_argument("--sources", nargs="+", default=["mp4", "ntsc", "hls"],
+                        choices=["mp4", "ntsc", "hls"])  # fmt: skip
+    parser.add_argument("--methods", nargs="*", default=[],
+                        help="only methods whose name contains one of these")  # fmt: skip
+    parser.add_argument("--before", default="", help="also run the worker of this commit")
     parser.add_argument("--results", type=Path, default=REPO / "bench" / "RESULTS.md")
+    parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     if "CLIP_S3_ENDPOINT" not in os.environ:
         parser.error('needs an S3 server: hack/s3.sh start && eval "$(hack/s3.sh env)"')
-    outcomes, ctx = measure(args)
+    data = measure(args)
     command = "python -m bench.clip.run" + (f" {shlex.join(argv)}" if argv else "")
-    section = render(outcomes, ctx, command, args.rounds)
+    section = render(data, command)
     print(section)
-    write_section(args.results, section)
+    if not args.no_write:
+        write_section(args.results, section)
     return 0
 
 
