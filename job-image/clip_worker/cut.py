@@ -238,6 +238,8 @@ def smart_cut(
     first = packets.first_keyframe_in(cfg.start - _EPS, cfg.end)
     last = max((k for k in packets.keyframes if first is not None and first <= k < cfg.end),
                default=None)  # fmt: skip
+    if first is not None and any(abs(k - cfg.end) <= _EPS for k in packets.keyframes):
+        last = cfg.end  # a keyframe at the end closes the last GOP: copied whole, no tail
     if first is None or last is None or last <= first:
         return False
     work = os.path.dirname(out)

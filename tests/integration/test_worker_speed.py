@@ -20,6 +20,7 @@ from tests.plugins.media import (
     decoded_frames,
     extract_frame,
     first_frame,
+    last_frame,
     psnr,
     run_worker,
     s3_target,
@@ -179,3 +180,28 @@ def test_output_check_decodes_on_every_core(
     before_input = args[: args.index(str(clip))]
     assert before_input[before_input.index("-threads") + 1] == "0"
     assert before_input[before_input.index("-skip_loop_filter") + 1] == "all"
+
+
+def test_a_clip_ending_on_a_keyframe_copies_its_last_gop(
+    media: MediaSet,
+    media_server: MediaHTTPServer,
+    s3_server: Any,
+    s3_bucket: str,
+    tmp_path: Path,
+) -> None:
+    """When the clip's end is a keyframe of the source (the next GOP starts there), the
+    last GOP is whole: it is stream-copied, not re-encoded as a tail. Its last frame is
+    then the source's own (PSNR inf; a re-encoded tail gave ~40 dB and 2 s of encoding
+    for a 10 s clip on GOP boundaries, the time-to-link bench's case)."""
+    end = 130.0  # a keyframe: every 2 s
+    url = f"{media_server.url}/{media.faststart}"
+    run = run_worker(
+        {**worker_env(url, START, end), **s3_target(s3_server, s3_bucket, "t.mp4")}, tmp_path
+    )
+    assert run.returncode == 0, f"{run.result} {run.stderr[-2000:]}"
+    assert run.result["cutPath"] == "smart"
+    clip = _clip(s3_server, s3_bucket, "t.mp4", tmp_path / "t.mp4")
+    assert decoded_frames(clip) == round((end - START) * FPS)
+    last_frame(clip, tmp_path / "last.png")
+    extract_frame(media.path(media.faststart), round(end * FPS) - 1, tmp_path / "source.png")
+    assert psnr(tmp_path / "source.png", tmp_path / "last.png") == float("inf")
