@@ -113,21 +113,22 @@ def _docker(*args: str, timeout: float = 600) -> str:
     return proc.stdout.strip()
 
 
-def infra_image(job_image: str, media_root: Path, versitygw: Path) -> str:
-    """clip-job's Python + the test media + tests/mediaserver.py + versitygw, one image.
+def infra_image(python_image: str, media_root: Path, versitygw: Path) -> str:
+    """A Python image of ours (clip-operator's: the smaller one, loaded anyway) + the test
+    media + tests/mediaserver.py + versitygw, one image.
 
     Made with docker create/cp/commit (no registry, no Dockerfile); tagged by a digest of
     its inputs, so a second run reuses it.
     """
     server = REPO_ROOT / "tests" / "mediaserver.py"
-    job_id = _docker("image", "inspect", "-f", "{{.Id}}", job_image)
+    base_id = _docker("image", "inspect", "-f", "{{.Id}}", python_image)
     digest = hashlib.sha256(
-        f"{job_id} {media_root.name} {versitygw.stat().st_size} {server.read_bytes()!r}".encode()
+        f"{base_id} {media_root.name} {versitygw.stat().st_size} {server.read_bytes()!r}".encode()
     ).hexdigest()[:12]
     tag = f"clip.local/e2e-infra:{digest}"
     if subprocess.run(["docker", "image", "inspect", tag], capture_output=True).returncode == 0:
         return tag
-    cid = _docker("create", job_image)
+    cid = _docker("create", python_image)
     try:
         _docker("cp", str(media_root), f"{cid}:/srv/media")
         _docker("cp", str(server), f"{cid}:/srv/mediaserver.py")
@@ -211,6 +212,23 @@ def _kubectl(kubectl: str, kubeconfig: Path, *args: str, stdin: str | None = Non
     return proc.stdout
 
 
+def _wait_images_listed(kubectl: str, kubeconfig: Path, images: list[str]) -> None:
+    """Until the node's status lists every loaded image (the kubelet reports them some
+    seconds after `kind load`; the tests check there before using imagePullPolicy Never)."""
+    wanted = {i if "/" in i else f"docker.io/library/{i}" for i in images}
+    deadline = time.monotonic() + 120
+    while True:
+        nodes = json.loads(_kubectl(kubectl, kubeconfig, "get", "nodes", "-o", "json"))
+        listed = {n for node in nodes["items"] for img in node["status"].get("images", [])
+                  for n in img.get("names", [])}  # fmt: skip
+        missing = wanted - listed
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the kind node does not list {sorted(missing)} after 120 s")
+        time.sleep(1)
+
+
 def start(
     options: dict[str, str | None],
     state: Path,
@@ -219,7 +237,11 @@ def start(
     versitygw: Path,
     s3_keys: tuple[str, str, str],
 ) -> KindEnv:
-    """Build (cached), create the cluster through pytest-kind, load images, start the infra."""
+    """Build (cached), create the cluster through pytest-kind, load images, start the infra.
+
+    `images` are loaded into the node; the last (clip-operator) also lends the infra image
+    its Python.
+    """
     from pytest_kind import KindCluster  # GPL-3.0 test extra: imported only here
 
     build = subprocess.run(
@@ -242,9 +264,10 @@ def start(
             kubectl_path=Path(kubectl),
         )
     cluster.create(config_file=os.environ.get("CLIP_KIND_CONFIG") or env["KIND_CONFIG"])
-    infra = infra_image(images[0], media_root, versitygw)
+    infra = infra_image(images[-1], media_root, versitygw)  # the operator image's Python
     for image in [*images, infra]:
         cluster.load_docker_image(image)
+    _wait_images_listed(kubectl, kubeconfig, [*images, infra])
     _kubectl(kubectl, kubeconfig, "apply", "-f", str(REPO_ROOT / "crds"))
     manifest = "\n---\n".join(json.dumps(d) for d in infra_manifest(infra, *s3_keys))
     _kubectl(kubectl, kubeconfig, "apply", "-f", "-", stdin=manifest)
