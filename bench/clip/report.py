@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 BEFORE = Path(__file__).with_name("before.md")
+NOTES = Path(__file__).with_name("notes.md")  # the reading of the numbers, by hand
 FORCE = "yt-dlp --download-sections --force-keyframes-at-cuts"
 DEFAULT = "yt-dlp --download-sections"
 COPY = "ffmpeg stream copy"
@@ -176,6 +177,8 @@ def render(data: dict[str, Any], command: str) -> str:
         "ignores edit lists (`-ignore_editlist 1`): the lead-in a player that ignores edit "
         "lists shows. The clip methods share one server whose 32 KiB send buffer keeps byte "
         "counts exact; the full download uses a second one with default buffers.",
+        "",
+        NOTES.read_text().rstrip("\n") if NOTES.exists() else "",
         "",
         BEFORE.read_text().rstrip("\n"),
         "",
