@@ -244,12 +244,16 @@ def start(
     """
     from pytest_kind import KindCluster  # GPL-3.0 test extra: imported only here
 
-    build = subprocess.run(
-        [str(HACK_KIND), "build"], capture_output=True, text=True, timeout=7200, check=False
-    )
-    if build.returncode != 0:
-        raise RuntimeError(f"hack/kind build failed:\n{build.stderr[-4000:]}")
-    subprocess.run([str(HACK_KIND), "network"], capture_output=True, check=True, timeout=60)
+    offline = not options.get("image")  # our node image, assembled here (hack/kind build)
+    steps = [[str(HACK_KIND), "build"], [str(HACK_KIND), "network"]] if offline else []
+    if not offline and not options.get("kind"):
+        steps.append([str(REPO_ROOT / "hack" / "kind.d" / "build-bins.sh"), "kind"])
+    if not offline and not options.get("kubectl"):
+        steps.append([str(REPO_ROOT / "hack" / "build-k8s.sh"), "kubectl"])
+    for step in steps:
+        proc = subprocess.run(step, capture_output=True, text=True, timeout=7200, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(step)} failed:\n{proc.stderr[-4000:]}")
     env = hack_kind_env()
     os.environ["PATH"] = env["PATH"]  # the docker wrapper first, for kind (hack/kind.d/bin)
     state.mkdir(parents=True, exist_ok=True)
@@ -263,7 +267,9 @@ def start(
             kind_path=Path(options.get("kind") or env["KIND_BIN"]),
             kubectl_path=Path(kubectl),
         )
-    cluster.create(config_file=os.environ.get("CLIP_KIND_CONFIG") or env["KIND_CONFIG"])
+    # hack/kind.d/cluster.yaml fits only our node image (no kindnetd, etcd 3.6.4-0).
+    config = os.environ.get("CLIP_KIND_CONFIG") or (env["KIND_CONFIG"] if offline else None)
+    cluster.create(config_file=config)
     infra = infra_image(images[-1], media_root, versitygw)  # the operator image's Python
     for image in [*images, infra]:
         cluster.load_docker_image(image)
