@@ -27,6 +27,7 @@ import math
 import os
 import resource
 import shlex
+import shutil
 import sys
 import tempfile
 import time
@@ -211,6 +212,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 for srv in (server, bulk):
                     srv.shutdown()
                     srv.server_close()
+            if before is not None:
+                shutil.rmtree(before.parent, ignore_errors=True)
     return {"cases": chosen, "results": results, "load": load, "rounds": args.rounds,
             "before": args.before}  # fmt: skip
 
