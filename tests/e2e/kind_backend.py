@@ -128,6 +128,10 @@ def infra_image(python_image: str, media_root: Path, versitygw: Path) -> str:
     tag = f"clip.local/e2e-infra:{digest}"
     if subprocess.run(["docker", "image", "inspect", tag], capture_output=True).returncode == 0:
         return tag
+    # Older ones (another clip-operator:dev, other media) would each keep a media layer.
+    listed = _docker("images", "clip.local/e2e-infra", "--format", "{{.Repository}}:{{.Tag}}")
+    for old in listed.split():
+        subprocess.run(["docker", "rmi", old], capture_output=True, check=False)
     cid = _docker("create", python_image)
     try:
         _docker("cp", str(media_root), f"{cid}:/srv/media")
