@@ -52,7 +52,7 @@ class FakeApi:
             return web.Response(status=503)
         script = self.watches.pop(0)
         if isinstance(script, int):
-            return web.Response(status=script, text='{"kind":"Status","code":%d}' % script)
+            return web.Response(status=script, text=json.dumps({"kind": "Status", "code": script}))
         resp = web.StreamResponse()
         await resp.prepare(request)
         for chunk in script:
