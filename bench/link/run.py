@@ -7,7 +7,8 @@ A 10 s clip (60-70 s, accurate mode, the default) of a 1280x720 25 fps H.264 + A
 one ClipJob at a time, measured by bench/link/timed.py through the e2e tier's fixtures
 (the real operator as a process, the real job image, versitygw and the media server on the
 node's host address). The cluster is the one `hack/cluster env` names (CLUSTER_DIR and the
-ports in the environment win). Prints the table and records it in bench/RESULTS.md.
+ports in the environment win). Prints the table and records it in bench/RESULTS.md, the
+runs themselves in bench/link/results.json (by tag).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.clip.run import write_section
+from bench.operator.run import pct
 
 REPO = Path(__file__).resolve().parents[2]
 TITLE = "## time to link: create -> Ready with a working URL (issue 18)"
@@ -37,11 +39,6 @@ STEPS = (
     ("total: create -> Ready with URL", None, "ready"),
 )
 PHASES = ("resolve", "download", "encode", "upload", "total")
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered) + 0.5) - 1))]
 
 
 def measure(runs: int) -> dict[str, Any]:
@@ -58,31 +55,40 @@ def measure(runs: int) -> dict[str, Any]:
         return dict(json.loads(out.read_text()))
 
 
-def render(result: dict[str, Any], command: str, tag: str) -> str:
-    runs = result["runs"]
+def row(label: str, values: list[float]) -> str:
+    return f"| {label} | {pct(values, 50):.2f} | {pct(values, 95):.2f} | {max(values):.2f} |"
+
+
+def table(runs: list[dict[str, Any]]) -> list[str]:
+    """Each step's and each worker phase's p50, p95 and max over the runs."""
     rows = ["| step | p50 s | p95 s | max s |", "| --- | ---: | ---: | ---: |"]
     for label, begin, end in STEPS:
-        values = [r["marks"][end] - (r["marks"][begin] if begin else 0.0) for r in runs]
-        rows.append(f"| {label} | {pct(values, 0.5):.2f} | {pct(values, 0.95):.2f} | "
-                    f"{max(values):.2f} |")  # fmt: skip
+        rows.append(row(label, [r["marks"][end] - r["marks"].get(begin, 0.0) for r in runs]))
     for phase in PHASES:
         values = [float(r["timings"].get(f"{phase}Seconds", 0.0)) for r in runs]
-        rows.append(f"| worker's own {phase} | {pct(values, 0.5):.2f} | {pct(values, 0.95):.2f} "
-                    f"| {max(values):.2f} |")  # fmt: skip
-    totals = [r["marks"]["ready"] for r in runs]
-    load = os.getloadavg()
-    p50, p95 = pct(totals, 0.5), pct(totals, 0.95)
-    verdict = (
+        rows.append(row(f"worker's own {phase}", values))
+    return rows
+
+
+def verdict(totals: list[float]) -> str:
+    p50, p95 = pct(totals, 50), pct(totals, 95)
+    return (
         f"p50 {p50:.2f} s (target <= 5: {'met' if p50 <= 5 else 'NOT met'}), "
         f"p95 {p95:.2f} s (target <= 8: {'met' if p95 <= 8 else 'NOT met'})"
     )
+
+
+def render(result: dict[str, Any], command: str, tag: str) -> str:
+    runs = result["runs"]
+    totals = [r["marks"]["ready"] for r in runs]
+    load = os.getloadavg()
     return "\n".join([
         f"### {tag} ({time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}, {len(runs)} runs, "
         f"load average {load[0]:.1f})",
         "",
-        f"Command: `{command}`. {verdict}.",
+        f"Command: `{command}`. {verdict(totals)}.",
         "",
-        *rows,
+        *table(runs),
         "",
         "Each run's total, s: " + ", ".join(f"{t:.2f}" for t in totals),
         "",
@@ -94,11 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--tag", default="run")
     parser.add_argument("--results", type=Path, default=REPO / "bench" / "RESULTS.md")
-    parser.add_argument("--json", type=Path, help="also keep the raw marks here")
+    parser.add_argument("--json", type=Path, default=REPO / "bench" / "link" / "results.json",
+                        help="the raw marks of every run are kept here, by tag")  # fmt: skip
     args = parser.parse_args(argv)
     result = measure(args.runs)
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=1))
+    kept = json.loads(args.json.read_text()) if args.json.exists() else {}
+    args.json.write_text(json.dumps({**kept, args.tag: result}, indent=1))
     command = "python -m bench.link.run" + (f" {shlex.join(argv or sys.argv[1:])}")
     block = render(result, command, args.tag)
     print(block)
