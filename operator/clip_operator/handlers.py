@@ -21,11 +21,11 @@ from . import metrics, runtime, shutdown
 from .builders import LABEL_MANAGED_BY, MANAGED_BY
 from .config import OperatorConfig, load_config
 from .controller import Controller
-from .kube import Kube
+from .kube import Kube, collection_paths
 from .leader import LeaderElector, LeaseSettings
 from .models import GROUP, PLURAL, VERSION
 from .presign import Presigner
-from .watches import Stream, paths
+from .watches import Stream
 
 log = logging.getLogger("clip_operator")
 
@@ -36,15 +36,15 @@ def streams(kube: Kube, controller: Controller, namespaces: list[str]) -> dict[s
     return {
         "jobs": [
             Stream(kube, p, ours, controller.job_event)
-            for p in paths("/apis/batch/v1", "jobs", namespaces)
+            for p in collection_paths("/apis/batch/v1", "jobs", namespaces)
         ],
         "clipjobs": [
             Stream(kube, p, "", controller.clipjob_event)
-            for p in paths(f"/apis/{GROUP}/{VERSION}", PLURAL, namespaces)
+            for p in collection_paths(f"/apis/{GROUP}/{VERSION}", PLURAL, namespaces)
         ],
         "pods": [
             Stream(kube, p, ours, controller.pod_event)
-            for p in paths("/api/v1", "pods", namespaces)
+            for p in collection_paths("/api/v1", "pods", namespaces)
         ],
     }
 

@@ -27,6 +27,14 @@ from .models import GROUP, PLURAL, VERSION
 FIELD_MANAGER = "clip-operator"
 MERGE_PATCH = "application/merge-patch+json"
 EVENT_SLOTS = 8  # Events in flight at once: they must never crowd out Jobs or status
+PAGE = 200  # objects per LIST page (LISTs and resyncs): thousands of Jobs are large
+
+
+def collection_paths(base: str, plural: str, namespaces: list[str]) -> list[str]:
+    """The collection's path in each namespace, or cluster-wide when none is given."""
+    if not namespaces:
+        return [f"{base}/{plural}"]
+    return [f"{base}/namespaces/{ns}/{plural}" for ns in namespaces]
 
 
 def ssl_context(cfg: client.Configuration) -> ssl.SSLContext:
@@ -222,10 +230,9 @@ class Kube:
         slim: Callable[[dict[str, Any]], dict[str, Any]] = lambda job: job,
     ) -> list[dict[str, Any]]:
         """All Jobs we manage (startup seeding and resyncs), in pages."""
-        paths = [f"/apis/batch/v1/namespaces/{ns}/jobs" for ns in namespaces] or [
-            "/apis/batch/v1/jobs"
-        ]
-        return self.list_paged_sync(paths, label_selector, slim)
+        return self.list_paged_sync(
+            collection_paths("/apis/batch/v1", "jobs", namespaces), label_selector, slim
+        )
 
     def list_clipjobs_sync(
         self,
@@ -233,8 +240,7 @@ class Kube:
         slim: Callable[[dict[str, Any]], dict[str, Any]] = lambda obj: obj,
     ) -> list[dict[str, Any]]:
         """All ClipJobs in scope (resyncs), in pages."""
-        base = f"/apis/{GROUP}/{VERSION}"
-        paths = [f"{base}/namespaces/{ns}/{PLURAL}" for ns in namespaces] or [f"{base}/{PLURAL}"]
+        paths = collection_paths(f"/apis/{GROUP}/{VERSION}", PLURAL, namespaces)
         return self.list_paged_sync(paths, "", slim)
 
     def list_paged_sync(
@@ -247,7 +253,7 @@ class Kube:
         for path in paths:
             token = ""
             while True:  # in pages, slimmed as they come: thousands of Jobs are large
-                query = [("limit", "200")]
+                query = [("limit", str(PAGE))]
                 if label_selector:
                     query.append(("labelSelector", label_selector))
                 if token:

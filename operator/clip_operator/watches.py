@@ -25,10 +25,9 @@ import aiohttp
 from kubernetes.client.exceptions import ApiException
 
 from .codec import loads
-from .kube import Kube, api_error
+from .kube import PAGE, Kube, api_error
 
 log = logging.getLogger("clip_operator.watches")
-PAGE = 200  # objects per LIST page: thousands of Jobs are large
 SERVER_TIMEOUT = 270  # seconds the API server keeps a watch open (jittered)
 READ_TIMEOUT = 300  # no byte for this long (bookmarks come every minute): reconnect
 BACKOFF_FIRST, BACKOFF_MAX = 0.2, 10.0
@@ -142,10 +141,3 @@ class Stream:
                 log.warning("watch of %s failed, again in %.1f s: %s", self.path, backoff, exc)
                 await asyncio.sleep(backoff)
                 backoff = min(BACKOFF_MAX, backoff * 2)
-
-
-def paths(base: str, plural: str, namespaces: list[str]) -> list[str]:
-    """The collection's path in each namespace, or cluster-wide when none is given."""
-    if not namespaces:
-        return [f"{base}/{plural}"]
-    return [f"{base}/namespaces/{ns}/{plural}" for ns in namespaces]
