@@ -2,7 +2,7 @@
 
 The official client loads the credentials (kubeconfig or in-cluster, with its token
 refresh); requests go out on aiohttp in the event loop, with plain JSON bodies both ways
-(orjson when installed). Building and parsing the client's model objects once cost more
+(orjson). Building and parsing the client's model objects once cost more
 CPU than everything else the operator does, and a thread per call (the client is
 synchronous) cost a thread hand-off and a loop wake-up per request (bench/RESULTS.md,
 issue 18). `request` (synchronous, the client's pool) remains for the leader election,

@@ -4,7 +4,7 @@ kopf's watches were most of the operator's CPU per ClipJob (bench/RESULTS.md, is
 every event parsed with the standard json module, then wrapped in kopf's body views with a
 per-object logger, queue, task and handler invocation, only for an `on.event` handler that
 handed the object to the cache. Here a stream reads the API server's event lines, parses
-each once (orjson when installed) and hands the object straight to the controller, which
+each once (orjson) and hands the object straight to the controller, which
 slims it into the cache.
 
 Semantics are client-go's reflector (and kopf's): a paged LIST, then a WATCH from the
