@@ -103,14 +103,11 @@ def _ready(kube: Any, namespace: str, name: str, t0: float) -> tuple[float, dict
     status: dict[str, Any] = {}
     deadline = t0 + TIMEOUT
     while time.monotonic() < deadline:
-        status = clipjobs.get(kube, namespace, name).get("status") or {}
-        ready = any(
-            c.get("type") == "Ready" and c.get("status") == "True"
-            for c in status.get("conditions") or []
-        )
+        obj = clipjobs.get(kube, namespace, name)
+        status = obj.get("status") or {}
         if status.get("phase") == "Failed":
             raise AssertionError(f"{name} failed: {status}")
-        if ready and status.get("url"):
+        if (clipjobs.condition(obj, "Ready") or {}).get("status") == "True" and status.get("url"):
             return time.monotonic() - t0, status
         time.sleep(POLL)
     raise AssertionError(f"{name}: no URL after {TIMEOUT}s: {status}")
