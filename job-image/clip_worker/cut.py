@@ -138,10 +138,11 @@ def reencode(
     audio_filter: str | None = None,
     image: Image | None = None,
     cues: filters.Cues = (),
-) -> None:
+) -> str:
     """Frame-exact: decode from the keyframe before start, encode [start, end), through
     the per-frame filters (crop, scale, captions, the watermark `image`) and the audio
-    filter (loudness)."""
+    filter (loudness). Returns the decoder's complaints about the source ("" for none):
+    FFmpeg conceals data it cannot decode and exits 0, with frames missing."""
     work = os.path.dirname(out)
     args = _base(cfg) + _seek_input(segment, cfg.start)
     mark = None
@@ -183,6 +184,8 @@ def reencode(
         args += _video_codec_args(cfg)
     done = run([*args, *_container_args(cfg), out], cfg.process_timeout, "encoding the clip")
     _check(done, "encoding the clip")
+    lowered = done.stderr.lower()
+    return done.tail() if any(text in lowered for text in _UNDECODABLE) else ""
 
 
 def _encode_audio(cfg: Config, segment: str, out: str, audio_filter: str | None) -> Completed:
@@ -336,7 +339,7 @@ def cut(
             _seek_input(segment, cfg.start), cfg.duration, cfg.loudness, cfg.process_timeout
         )
         audio_filter = loudness.audio_filter(cfg.loudness, measured)
-    problem = ""
+    problem = damaged = ""
     for how in paths:
         try:
             if how == "copy":
@@ -348,7 +351,8 @@ def cut(
                     continue  # no whole GOP inside the clip: nothing to copy
             else:
                 frames = win.frames if fmt != "gif" else None
-                reencode(cfg, info, segment, out, frames, audio_filter, image, cues)
+                complaints = reencode(cfg, info, segment, out, frames, audio_filter, image, cues)
+                damaged = damaged or complaints
             if os.path.getsize(out) > cfg.max_output_bytes:
                 raise WorkerError(
                     Reason.OUTPUT_TOO_LARGE,
@@ -378,10 +382,18 @@ def cut(
             if exc.reason in final or how == paths[-1]:
                 raise
             problem = exc.message
+            if exc.reason is Reason.UNSUPPORTED_SOURCE:  # FFmpeg: the data does not decode
+                damaged = damaged or problem
         except verify.CheckFailed as exc:
             problem = f"the {how} clip failed its output check: {exc.message}"
+            if exc.undecodable:
+                damaged = damaged or problem
             if how == paths[-1]:
-                reason = Reason.UNSUPPORTED_SOURCE if exc.undecodable else Reason.INTERNAL_ERROR
+                if damaged and not exc.undecodable:
+                    # A re-encode conceals what it cannot decode (fewer frames, no error):
+                    # an earlier path, or its decoder, named the cause.
+                    problem = f"the source's data is damaged: {damaged}; then {problem}"
+                reason = Reason.UNSUPPORTED_SOURCE if damaged else Reason.INTERNAL_ERROR
                 raise WorkerError(reason, f"{problem}; nothing was uploaded") from None
         log.warning("%s; trying the next path", problem)
     raise WorkerError(Reason.INTERNAL_ERROR, f"no path made the clip ({problem})")

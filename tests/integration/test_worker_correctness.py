@@ -8,6 +8,7 @@ stalls mid-body, and SIGTERM in the middle of an encode.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -277,6 +278,48 @@ def test_source_data_that_does_not_decode_is_permanent(
     env = _env(f"{shapes_server.url}/{shapes.corrupt}", 20, 22, mode=mode,
                **_s3(s3_server, s3_bucket, "c.mp4"))  # fmt: skip
     message = _failed(run_worker(env, tmp_path), 2, "UnsupportedSource")
+    assert "damaged" in message or "decode" in message, message
+    assert _objects(s3_server, s3_bucket) == 0
+
+
+def _noise_band(source: Path, out: Path, begin: float, end: float) -> None:
+    """`source` with the bytes between fractions `begin` and `end` of it turned to noise."""
+    whole = bytearray(source.read_bytes())
+    a, b = int(len(whole) * begin), int(len(whole) * end)
+    blocks = range((b - a) // 32 + 1)
+    noise = b"".join(hashlib.sha256(i.to_bytes(4, "big")).digest() for i in blocks)
+    whole[a:b] = noise[: b - a]
+    out.write_bytes(bytes(whole))
+
+
+@pytest.mark.parametrize("mode", ["fast", "accurate"])
+@pytest.mark.parametrize(
+    "where", ["middle", "tail"], ids=["damage-in-the-middle", "damage-at-the-end"]
+)
+def test_damage_anywhere_in_the_clip_fails_it(
+    mode: str, where: str, shapes: ShapeSet, s3_server: Any, s3_bucket: str, tmp_path: Path,
+) -> None:  # fmt: skip
+    """Fast mode's check decodes only the ends of its stream copy; damage between them is
+    still found (every packet goes through the codec's parser), and nothing is stored."""
+    served = tmp_path / "served"
+    served.mkdir()
+    if where == "middle":
+        # pal: index first, 30 s; ~45-47 % of its bytes is media from about 13.5 s to 14 s,
+        # between the clip's first GOP (10-12 s) and its last (16-18 s).
+        _noise_band(shapes.root / shapes.pal, served / "damaged.mp4", 0.45, 0.47)
+        start, end = 10.0, 18.0
+    else:
+        (served / "damaged.mp4").write_bytes((shapes.root / shapes.corrupt).read_bytes())
+        start, end = 3.3, 6.3  # noise from 6 s on: the clip's last GOP
+    server = MediaHTTPServer(served, "127.0.0.1", 0)
+    server.start()
+    try:
+        env = _env(f"{server.url}/damaged.mp4", start, end, mode=mode,
+                   **_s3(s3_server, s3_bucket, "d.mp4"))  # fmt: skip
+        message = _failed(run_worker(env, tmp_path), 2, "UnsupportedSource")
+    finally:
+        server.shutdown()
+        server.server_close()
     assert "damaged" in message or "decode" in message, message
     assert _objects(s3_server, s3_bucket) == 0
 
