@@ -362,7 +362,7 @@ def cut(
             expect = expectation(cfg, info, win, how)
 
             def check(how: str = how, expect: verify.Expect = expect) -> probe.Made:
-                made = verify.check(out, expect, cfg.process_timeout)
+                made = verify.check(out, expect, cfg.process_timeout, how == "copy")
                 if how == "smart" and made.video_frames != win.frames:
                     raise verify.CheckFailed(f"it has {made.video_frames} frames, not {win.frames}")
                 return made

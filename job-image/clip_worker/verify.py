@@ -54,9 +54,10 @@ def tolerance(expect: Expect) -> float:
     return max(expect.frame_time or 0.0, AUDIO_TOLERANCE) + _ROUNDING
 
 
-def check(path: str, expect: Expect, timeout: float) -> probe.Made:
-    """Decode `path` and compare it with `expect`; raises CheckFailed saying what is off."""
-    made = probe.made(path, timeout)
+def check(path: str, expect: Expect, timeout: float, copy: bool = False) -> probe.Made:
+    """Decode `path` (`copy`: a stream copy, probe.copied) and compare it with `expect`;
+    raises CheckFailed saying what is off."""
+    made = probe.copied(path, timeout) if copy else probe.made(path, timeout)
     compare(made, expect)
     return made
 
