@@ -37,6 +37,8 @@ class Method:
     command: str
     produce: Callable[[], Path]
     collect: Callable[[], dict[str, Any]] | None = None  # after timing: the worker's result
+    # Before timing: what the operator does for the worker (presigned URLs, its variables).
+    prepare: Callable[[], None] | None = None
 
 
 # The worker's CLIP_DEBUG log times each FFmpeg/ffprobe child: "<what>: exit 0 after 0.52 s".
@@ -122,12 +124,16 @@ def methods(
         key = f"{tag}-{mode}.mp4"
         out = work / key
         log: list[str] = []
+        env: dict[str, str] = {}
 
-        def go() -> Path:
-            env = worker_env(url, start, end, mode, key, work)
+        def prepare() -> None:
+            env.clear()
+            env.update(worker_env(url, start, end, mode, key, work))
             env["CLIP_DEBUG"] = "1"  # times every FFmpeg/ffprobe step
             if tree is not None:
                 env["PYTHONPATH"] = str(tree)
+
+        def go() -> Path:
             log[:] = [run_checked([sys.executable, "-m", "clip_worker"], env=env).stderr]
             return out
 
@@ -141,7 +147,7 @@ def methods(
             return result
 
         name = f"clip-worker {mode}" + (" (before)" if tree is not None else "")
-        return Method(name, f"clip-worker (CLIP_MODE={mode}, URL)", go, collect)
+        return Method(name, f"clip-worker (CLIP_MODE={mode}, URL)", go, collect, prepare)
 
     def sections(force: bool) -> Callable[[], Path]:
         def go() -> Path:

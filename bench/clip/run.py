@@ -191,6 +191,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                     shift = round_no % len(plan)
                     for method in plan[shift:] + plan[:shift]:
                         o = results[case.key][method.name]
+                        if method.prepare is not None:
+                            method.prepare()
                         server.stats.reset()
                         bulk.stats.reset()
                         began, cpu = time.monotonic(), _children_cpu()
