@@ -172,54 +172,38 @@ def made(path: str, timeout: float) -> Made:
     return _decoded(path, timeout, "checking the clip")
 
 
-# The head of a copy that is decoded: from its first keyframe (a lead-in hidden by an MP4
-# edit list has negative times) on for this long.
-COPY_HEAD_SECONDS = 0.5
-
-
 def copied(path: str, timeout: float) -> Made:
-    """The check of a stream copy. A copy cannot change a packet, only where the clip
-    starts and ends and the container around them: every packet is read through its
-    codec's parser (for H.264/HEVC that checks every NAL unit's length: noise fails), and
-    only the head and the last GOP are decoded, not the whole clip (job-image/README.md,
-    "The output check"). Never raises for bad files."""
-    listing = run(
-        ["ffprobe", "-v", "error", "-of", "json", "-show_entries",
-         f"{_STREAM_FIELDS}:format=duration:packet=stream_index,pts_time,flags", path],
+    """The check of a stream copy, one ffprobe run. A copy cannot change a packet, only
+    where the clip starts (on a keyframe) and ends (in decode order, so every reference
+    rides along) and the container around them: every packet is read through its codec's
+    parser (for H.264/HEVC that checks every NAL unit's length: noise fails) and counted,
+    and only the keyframes and the audio are decoded (the codec set-up the container
+    carries works). A clip whose only keyframe is the lead-in its edit list hides is
+    decoded whole (it is one GOP). job-image/README.md, "The output check". Never raises
+    for bad files."""
+    done = run(
+        ["ffprobe", "-v", "error", "-threads", "0", "-skip_frame", "nokey",
+         "-skip_loop_filter", "all", "-of", "json", "-count_frames", "-show_entries",
+         f"{_STREAM_FIELDS}:format=duration:packet=stream_index,flags", path],
         timeout,
-        "reading the clip's packets",
+        "checking the copy",
     )  # fmt: skip
-    data, errors = _parsed(listing)
-    info = _info(data)
+    data, errors = _parsed(done)
     video, audio = _first_streams(data)
     counts: dict[int, int] = {}
-    times: list[float] = []
-    keys: list[float] = []
     for packet in data.get("packets", []):
-        index, flags = packet.get("stream_index"), packet.get("flags") or ""
-        if "D" not in flags:  # not a lead-in packet the edit list discards: a frame shown
+        # Not a lead-in packet the edit list discards: a frame shown.
+        if "D" not in (packet.get("flags") or ""):
+            index = packet.get("stream_index")
             counts[index] = counts.get(index, 0) + 1
-        pts = packet.get("pts_time")
-        if index == video.get("index") and pts not in (None, "N/A"):
-            times.append(float(pts))
-            if "K" in flags:
-                keys.append(float(pts))
-    # An MP4 copy's lead-in from the keyframe before `start` has negative times (its edit
-    # list hides it): decoding starts there. ffprobe's intervals seek to START (the
-    # keyframe nearest it) and decode +SECONDS from the first packet read.
-    lead = max(0.0, -min(times, default=0.0))
-    shown = info.duration or max(times, default=0.0)
-    last = max(keys, default=0.0)
-    if last > COPY_HEAD_SECONDS:
-        ends = f"0%+{lead + COPY_HEAD_SECONDS:.3f},{last:.6f}%+{shown - last + 1:.3f}"
-    else:  # no keyframe after the head: one GOP, decoded whole
-        ends = f"0%+{lead + shown + 1:.3f}"
-    decoded = _decoded(path, timeout, "decoding the clip's ends", ends)
+    shown = counts.get(video.get("index", -1), 0)
+    if shown and not int(video.get("nb_read_frames") or 0) and not errors:
+        return made(path, timeout)
     return Made(
-        info=info,
-        video_frames=counts.get(video.get("index", -1), 0) if decoded.video_frames else 0,
-        audio_frames=counts.get(audio.get("index", -1), 0) if decoded.audio_frames else 0,
-        errors=" | ".join(text for text in (errors, decoded.errors) if text),
+        info=_info(data),
+        video_frames=shown if video.get("nb_read_frames") else 0,
+        audio_frames=counts.get(audio.get("index", -1), 0) if audio.get("nb_read_frames") else 0,
+        errors=errors,
     )
 
 
@@ -233,16 +217,14 @@ def _parsed(done: Completed) -> tuple[dict[str, Any], str]:
     return (data if isinstance(data, dict) else {}), errors
 
 
-def _decoded(path: str, timeout: float, what: str, intervals: str = "") -> Made:
-    """Decode `path` (only `intervals`, ffprobe's -read_intervals, when given)."""
-    extra = ["-read_intervals", intervals] if intervals else []
+def _decoded(path: str, timeout: float, what: str) -> Made:
     # ffprobe decodes on one thread unless told (its codec default is 1, unlike ffmpeg's
     # "auto"): frame threads halve the check's wall time on two cores, at the same CPU.
     # The deblocking filter only smooths pixels nobody looks at here (the check counts
     # frames and decoder errors): skipping it saves ~17 % of the decode.
     done = run(
         ["ffprobe", "-v", "error", "-threads", "0", "-skip_loop_filter", "all",
-         "-of", "json", "-count_frames", *extra,
+         "-of", "json", "-count_frames",
          "-show_entries", f"{_STREAM_FIELDS}:format=duration", path],
         timeout,
         what,
