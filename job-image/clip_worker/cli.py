@@ -114,7 +114,7 @@ def _fast_mp4(
     end = min(cfg.end, duration) if duration else cfg.end
 
     def check() -> probe.Made:
-        made = probe.copied(clip, cfg.process_timeout)
+        made = probe.parsed(clip, cfg.process_timeout)
         frame = 1 / (made.info.frame_rate or 25.0)
         tail = verify.COPY_TAIL_FRAMES
         verify.compare(made, verify.Expect("mp4", end - cfg.start, frame, tail_frames=tail))

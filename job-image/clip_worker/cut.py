@@ -362,7 +362,9 @@ def cut(
             expect = expectation(cfg, info, win, how)
 
             def check(how: str = how, expect: verify.Expect = expect) -> probe.Made:
-                made = verify.check(out, expect, cfg.process_timeout, how == "copy")
+                # A smart cut's joins (head encode | copied GOPs | tail encode) are where
+                # it breaks: decoded whole. A copy or a whole encode: probe.parsed.
+                made = verify.check(out, expect, cfg.process_timeout, how == "smart")
                 if how == "smart" and made.video_frames != win.frames:
                     raise verify.CheckFailed(f"it has {made.video_frames} frames, not {win.frames}")
                 return made

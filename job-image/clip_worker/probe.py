@@ -172,21 +172,21 @@ def made(path: str, timeout: float) -> Made:
     return _decoded(path, timeout, "checking the clip")
 
 
-def copied(path: str, timeout: float) -> Made:
-    """The check of a stream copy, one ffprobe run. A copy cannot change a packet, only
-    where the clip starts (on a keyframe) and ends (in decode order, so every reference
-    rides along) and the container around them: every packet is read through its codec's
-    parser (for H.264/HEVC that checks every NAL unit's length: noise fails) and counted,
-    and only the keyframes and the audio are decoded (the codec set-up the container
-    carries works). A clip whose only keyframe is the lead-in its edit list hides is
-    decoded whole (it is one GOP). job-image/README.md, "The output check". Never raises
-    for bad files."""
+def parsed(path: str, timeout: float) -> Made:
+    """The check of a stream copy or of a clip encoded whole, one ffprobe run: every packet
+    read through its codec's parser (for H.264/HEVC that checks every NAL unit's length:
+    noise fails) and counted (one packet, one frame), and only the keyframes and the audio
+    decoded (the codec set-up the container carries works). A copy cannot change a packet,
+    only where the clip starts (on a keyframe) and ends (in decode order, so every
+    reference rides along); an encode's frames are the encoder's. A clip whose only
+    keyframe is the lead-in its edit list hides is decoded whole (it is one GOP).
+    job-image/README.md, "The output check". Never raises for bad files."""
     done = run(
         ["ffprobe", "-v", "error", "-threads", "0", "-skip_frame", "nokey",
          "-skip_loop_filter", "all", "-of", "json", "-count_frames", "-show_entries",
          f"{_STREAM_FIELDS}:format=duration:packet=stream_index,flags", path],
         timeout,
-        "checking the copy",
+        "checking the clip's packets",
     )  # fmt: skip
     data, errors = _parsed(done)
     video, audio = _first_streams(data)

@@ -54,10 +54,11 @@ def tolerance(expect: Expect) -> float:
     return max(expect.frame_time or 0.0, AUDIO_TOLERANCE) + _ROUNDING
 
 
-def check(path: str, expect: Expect, timeout: float, copy: bool = False) -> probe.Made:
-    """Decode `path` (`copy`: a stream copy, probe.copied) and compare it with `expect`;
-    raises CheckFailed saying what is off."""
-    made = probe.copied(path, timeout) if copy else probe.made(path, timeout)
+def check(path: str, expect: Expect, timeout: float, decode_all: bool = True) -> probe.Made:
+    """Decode `path` (all of it, or with `decode_all` False only its keyframes, every
+    packet parsed: probe.parsed) and compare it with `expect`; raises CheckFailed saying
+    what is off."""
+    made = probe.made(path, timeout) if decode_all else probe.parsed(path, timeout)
     compare(made, expect)
     return made
 
