@@ -163,9 +163,10 @@ def render(data: dict[str, Any], command: str) -> str:
         "of the rounds; the comparable figure is the median of the per-round paired ratios.",
         "",
         "The worker runs as the operator runs it: presigned PUT URLs for the clip and its "
-        "result (no S3 credentials, no boto3), the local versitygw behind them. Its wall time "
-        "includes Python start-up, resolving the source, the output check (a full decode of "
-        "the clip) and the upload.",
+        "result (no S3 credentials, no boto3), the local versitygw behind them, made before "
+        "its timing starts (the operator makes them). Its wall time includes Python "
+        "start-up, resolving the source, the output check (a smart cut decoded whole; a copy "
+        "or a whole encode: every packet parsed, keyframes decoded) and the upload.",
         "",
         "| source | target | worker before | this worker | verdict |",
         "| --- | --- | ---: | ---: | --- |",

@@ -72,9 +72,13 @@ def _scale_height(cfg: Config, info: probe.StreamInfo) -> int | None:
     return None
 
 
-# libx264 veryfast at CRF 21 matches the PSNR of FFmpeg's default (medium, CRF 23) on the
-# long-GOP benchmark (44.5 vs 44.4 dB) in well under half its encode time (bench/RESULTS.md).
-REENCODE_CRF = 21
+# A clip encoded whole: libx264 superfast at CRF 26.7 matches FFmpeg's default (medium, CRF
+# 23) on the long-GOP benchmark (PSNR 44.54 vs 44.40 dB, SSIM 0.9953 vs 0.9951) in a third
+# of its encode CPU; veryfast at CRF 21 (44.46 dB) took 42 % more CPU for a clip 9 % smaller
+# (bench/RESULTS.md, "## clip: long GOP"). superfast leaves out x264's macroblock tree,
+# so the same CRF means more bits: its CRF is higher for the same quality.
+REENCODE_PRESET = "superfast"
+REENCODE_CRF = 26.7
 # The smart cut's re-encoded head and tail (at most a GOP each, a few per cent of a clip's
 # bytes): ultrafast spends a quarter of veryfast's encode CPU per frame, and at CRF 26 it
 # is closer to the source frames than veryfast at CRF 18 was (PSNR 49.4 vs 48.5 dB on the
@@ -83,11 +87,13 @@ PART_PRESET = "ultrafast"
 PART_CRF = 26
 
 
-def _video_codec_args(cfg: Config, crf: int = REENCODE_CRF, preset: str = "veryfast") -> list[str]:
+def _video_codec_args(
+    cfg: Config, crf: float = REENCODE_CRF, preset: str = REENCODE_PRESET
+) -> list[str]:
     if cfg.output_format == "webm":
         return ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8",
                 "-row-mt", "1", "-b:v", "0", "-crf", "33", "-pix_fmt", "yuv420p"]  # fmt: skip
-    return ["-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p"]
+    return ["-c:v", "libx264", "-preset", preset, "-crf", f"{crf:g}", "-pix_fmt", "yuv420p"]
 
 
 def _audio_codec_args(cfg: Config) -> list[str]:
