@@ -119,10 +119,15 @@ _UNDECODABLE = ("invalid data found", "corrupt", "error while decoding", "invali
                  "non-existing pps", "no frame!", "error splitting the input")  # fmt: skip
 
 
+def _undecodable(done: Completed) -> bool:
+    """FFmpeg said the source data does not decode."""
+    lowered = done.stderr.lower()
+    return any(text in lowered for text in _UNDECODABLE)
+
+
 def _failed(done: Completed, what: str) -> WorkerError:
     """A failed FFmpeg run: source data it cannot decode is permanent, the rest transient."""
-    lowered = done.stderr.lower()
-    if any(text in lowered for text in _UNDECODABLE):
+    if _undecodable(done):
         return WorkerError(
             Reason.UNSUPPORTED_SOURCE, f"{what} failed: the source data does not decode: "
             f"{done.tail()}"
@@ -190,8 +195,7 @@ def reencode(
         args += _video_codec_args(cfg)
     done = run([*args, *_container_args(cfg), out], cfg.process_timeout, "encoding the clip")
     _check(done, "encoding the clip")
-    lowered = done.stderr.lower()
-    return done.tail() if any(text in lowered for text in _UNDECODABLE) else ""
+    return done.tail() if _undecodable(done) else ""
 
 
 def _encode_audio(cfg: Config, segment: str, out: str, audio_filter: str | None) -> Completed:

@@ -169,7 +169,25 @@ class Made:
 
 def made(path: str, timeout: float) -> Made:
     """Decode the clip (all streams) and count its frames; never raises for bad files."""
-    return _decoded(path, timeout, "checking the clip")
+    # ffprobe decodes on one thread unless told (its codec default is 1, unlike ffmpeg's
+    # "auto"): frame threads halve the check's wall time on two cores, at the same CPU.
+    # The deblocking filter only smooths pixels nobody looks at here (the check counts
+    # frames and decoder errors): skipping it saves ~17 % of the decode.
+    done = run(
+        ["ffprobe", "-v", "error", "-threads", "0", "-skip_loop_filter", "all",
+         "-of", "json", "-count_frames",
+         "-show_entries", f"{_STREAM_FIELDS}:format=duration", path],
+        timeout,
+        "checking the clip",
+    )  # fmt: skip
+    data, errors = _ffprobe_json(done)
+    video, audio = _first_streams(data)
+    return Made(
+        info=_info(data),
+        video_frames=int(video.get("nb_read_frames") or 0),
+        audio_frames=int(audio.get("nb_read_frames") or 0),
+        errors=errors,
+    )
 
 
 def parsed(path: str, timeout: float) -> Made:
@@ -188,7 +206,7 @@ def parsed(path: str, timeout: float) -> Made:
         timeout,
         "checking the clip's packets",
     )  # fmt: skip
-    data, errors = _parsed(done)
+    data, errors = _ffprobe_json(done)
     video, audio = _first_streams(data)
     counts: dict[int, int] = {}
     for packet in data.get("packets", []):
@@ -197,17 +215,19 @@ def parsed(path: str, timeout: float) -> Made:
             index = packet.get("stream_index")
             counts[index] = counts.get(index, 0) + 1
     shown = counts.get(video.get("index", -1), 0)
-    if shown and not int(video.get("nb_read_frames") or 0) and not errors:
+    keyframes = int(video.get("nb_read_frames") or 0)
+    if shown and not keyframes and not errors:
         return made(path, timeout)
+    audio_decoded = int(audio.get("nb_read_frames") or 0)
     return Made(
         info=_info(data),
-        video_frames=shown if video.get("nb_read_frames") else 0,
-        audio_frames=counts.get(audio.get("index", -1), 0) if audio.get("nb_read_frames") else 0,
+        video_frames=shown if keyframes else 0,
+        audio_frames=counts.get(audio.get("index", -1), 0) if audio_decoded else 0,
         errors=errors,
     )
 
 
-def _parsed(done: Completed) -> tuple[dict[str, Any], str]:
+def _ffprobe_json(done: Completed) -> tuple[dict[str, Any], str]:
     """ffprobe's JSON (empty when there is none) and its complaints."""
     try:
         data = json.loads(done.stdout or "{}")
@@ -215,25 +235,3 @@ def _parsed(done: Completed) -> tuple[dict[str, Any], str]:
         data = {}
     errors = done.tail() if (done.returncode != 0 or done.stderr.strip()) else ""
     return (data if isinstance(data, dict) else {}), errors
-
-
-def _decoded(path: str, timeout: float, what: str) -> Made:
-    # ffprobe decodes on one thread unless told (its codec default is 1, unlike ffmpeg's
-    # "auto"): frame threads halve the check's wall time on two cores, at the same CPU.
-    # The deblocking filter only smooths pixels nobody looks at here (the check counts
-    # frames and decoder errors): skipping it saves ~17 % of the decode.
-    done = run(
-        ["ffprobe", "-v", "error", "-threads", "0", "-skip_loop_filter", "all",
-         "-of", "json", "-count_frames",
-         "-show_entries", f"{_STREAM_FIELDS}:format=duration", path],
-        timeout,
-        what,
-    )  # fmt: skip
-    data, errors = _parsed(done)
-    video, audio = _first_streams(data)
-    return Made(
-        info=_info(data),
-        video_frames=int(video.get("nb_read_frames") or 0),
-        audio_frames=int(audio.get("nb_read_frames") or 0),
-        errors=errors,
-    )
