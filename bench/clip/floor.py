@@ -20,13 +20,13 @@ copy" asks for all of it in 1.5x `copy`. Prints the medians and their ratios to 
 from __future__ import annotations
 
 import argparse
-import resource
 import statistics
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
+from bench.clip.run import children_cpu
 from bench.clip.source import BenchSource, ensure_source
 
 START, END = 2700.6, 2710.6
@@ -35,13 +35,9 @@ NEXT_KEYFRAME = 2702.0
 
 def _timed(cmd: list[str]) -> tuple[float, float]:
     """(wall s, CPU s of the child) of one run."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    began = time.monotonic()
+    began, cpu = time.monotonic(), children_cpu()
     subprocess.run(cmd, check=True, capture_output=True, timeout=600)
-    wall = time.monotonic() - began
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return wall, cpu
+    return time.monotonic() - began, children_cpu() - cpu
 
 
 def steps(source: Path, work: Path) -> dict[str, list[str]]:

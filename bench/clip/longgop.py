@@ -19,7 +19,6 @@ import contextlib
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -29,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.clip.run import BUCKET, _s3_client, write_section
+from bench.clip.run import BUCKET, _s3_client, children_cpu, write_section
 from bench.clip.source import BenchSource, ensure_source
 from tests.mediaserver import MediaHTTPServer
 from tests.plugins.media import decoded_frames, media_duration
@@ -52,13 +51,6 @@ NOTE = (
 )
 RESULTS = Path(__file__).resolve().parents[1] / "RESULTS.md"
 SECTION = "## clip: long GOP"
-
-
-def _children_cpu() -> float:
-    """User + system CPU seconds of finished child processes (and the children they waited
-    for): unlike wall time, it hardly moves when other work shares the cores."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def _quality(clip: Path, source: Path) -> tuple[float, float]:
@@ -142,10 +134,10 @@ def measure(rounds: int) -> dict[str, Any]:
             methods = _methods(f"{server.url}/source.mp4", Path(tmp))
             for _ in range(rounds):
                 for name, (_, go) in methods.items():
-                    began, cpu = time.monotonic(), _children_cpu()
+                    began, cpu = time.monotonic(), children_cpu()
                     out = go()
                     walls.setdefault(name, []).append(time.monotonic() - began)
-                    cpus.setdefault(name, []).append(_children_cpu() - cpu)
+                    cpus.setdefault(name, []).append(children_cpu() - cpu)
                     if name not in made:
                         psnr, ssim = _quality(out, source)
                         made[name] = {

@@ -18,7 +18,6 @@ import argparse
 import contextlib
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -27,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.clip.run import write_section
+from bench.clip.run import children_cpu, write_section
 from tests.mediaserver import MediaHTTPServer
 from tests.plugins.media import cache_root
 
@@ -82,11 +81,6 @@ def source() -> Path:
     return root
 
 
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def run_worker(
     url: str, port: int, extra: dict[str, str], work: Path
 ) -> tuple[float, float, dict[str, Any]]:
@@ -99,10 +93,10 @@ def run_worker(
         "CLIP_S3_BUCKET": "bench-options", "CLIP_S3_KEY": f"options/{time.monotonic_ns()}",
         "CLIP_WORK_DIR": str(work), "CLIP_TERMINATION_LOG": str(work / "result.json"), **extra,
     })  # fmt: skip
-    began, cpu = time.monotonic(), _children_cpu()
+    began, cpu = time.monotonic(), children_cpu()
     done = subprocess.run([sys.executable, "-m", "clip_worker"], env=env, capture_output=True,
                           text=True, timeout=900)  # fmt: skip
-    wall, cpu = time.monotonic() - began, _children_cpu() - cpu
+    wall, cpu = time.monotonic() - began, children_cpu() - cpu
     if done.returncode != 0:
         raise RuntimeError(f"worker failed ({extra}): {done.stderr[-1500:]}")
     return wall, cpu, json.loads((work / "result.json").read_text())

@@ -86,7 +86,9 @@ class Outcome:
     stored: int = 0  # offset of the first frame stored (edit lists ignored)
 
 
-def _children_cpu() -> float:
+def children_cpu() -> float:
+    """User + system CPU seconds of finished child processes (and the children they waited
+    for): unlike wall time, it hardly moves when other work shares the cores."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
 
@@ -195,10 +197,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                             method.prepare()
                         server.stats.reset()
                         bulk.stats.reset()
-                        began, cpu = time.monotonic(), _children_cpu()
+                        began, cpu = time.monotonic(), children_cpu()
                         out = method.produce()
                         o.walls.append(time.monotonic() - began)
-                        o.cpus.append(_children_cpu() - cpu)
+                        o.cpus.append(children_cpu() - cpu)
                         o.bytes.append(server.stats.bytes() + bulk.stats.bytes())
                         if method.collect is not None:
                             o.results.append(method.collect())
